@@ -1,0 +1,34 @@
+"""jaxmlp: from the perceptron to the multi-layer perceptron, as pure JAX functions over pytrees.
+
+Module layout (imports run one way, top to bottom of this list):
+
+- building blocks, which know nothing of MLPs: :mod:`~jaxmlp.types` (``Layer``), :mod:`~jaxmlp.checks`,
+  :mod:`~jaxmlp.activations`, :mod:`~jaxmlp.losses`, :mod:`~jaxmlp.initializers`;
+- the network: :mod:`~jaxmlp.mlp` (``init_mlp``, ``forward``, ``loss_fn``, ``collapse_linear``);
+- backpropagation by hand: :mod:`~jaxmlp.backprop` (``backward``, ``per_example_grads``);
+- verification against autodiff: :mod:`~jaxmlp.gradcheck` (``check_gradients``, layer-wise deltas,
+  the zero-init symmetry diagnostic);
+- optimizers, which know only pytrees: :mod:`~jaxmlp.optim`;
+- training on top: :mod:`~jaxmlp.train` (``fit``, ``fit_ensemble``), :mod:`~jaxmlp.datasets`,
+  :mod:`~jaxmlp.cli`.
+"""
+
+from jaxmlp import activations, losses
+from jaxmlp.backprop import backward, per_example_grads
+from jaxmlp.mlp import collapse_linear, forward, forward_with_cache, init_mlp, loss_fn
+from jaxmlp.types import Cache, Layer
+
+__all__ = [
+    "Cache",
+    "Layer",
+    "activations",
+    "backward",
+    "collapse_linear",
+    "forward",
+    "forward_with_cache",
+    "init_mlp",
+    "loss_fn",
+    "losses",
+    "per_example_grads",
+]
+__version__ = "0.1.0"

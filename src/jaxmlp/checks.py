@@ -1,0 +1,109 @@
+"""Input validation, run at trace time on static shapes, so bad input fails before any compute.
+
+Every function here looks only at shapes, dtypes and Python values, which are static under ``jit``,
+``grad`` and ``vmap``: the errors are raised while tracing, with a message that names the argument and
+shows the shapes, never as a deep XLA error or a silent broadcast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+
+def _shape(a):
+    return tuple(a.shape) if hasattr(a, "shape") else tuple(np.shape(a))
+
+
+def _ndim(a):
+    return len(_shape(a))
+
+
+def sizes(sizes) -> tuple[int, ...]:
+    """Validate layer widths like ``[5, 64, 32, 16, 1]``: at least two positive integers."""
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+        raise TypeError(f"sizes must be a sequence of ints like [5, 64, 1], got {sizes!r}")
+    if len(sizes) < 2:
+        raise ValueError(f"sizes needs at least two entries (n_in and n_out), got {list(sizes)!r}")
+    for i, n in enumerate(sizes):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"sizes[{i}] must be an int, got {type(n).__name__}: {n!r} in {list(sizes)!r}")
+        if n <= 0:
+            raise ValueError(f"sizes[{i}] must be a positive width, got {n} in {list(sizes)!r}")
+    return tuple(int(n) for n in sizes)
+
+
+def params_chain(params) -> tuple[int, ...]:
+    """Check that ``params`` is a sequence of ``(W, b)`` layers whose widths connect; return the widths."""
+    if not isinstance(params, (tuple, list)) or len(params) == 0:
+        raise TypeError(f"params must be a non-empty tuple of Layer(W, b), got {type(params).__name__}")
+    widths = []
+    for l, layer in enumerate(params, start=1):
+        if not isinstance(layer, tuple) or len(layer) != 2:
+            raise TypeError(f"params[{l - 1}] (layer {l}) must be a Layer(W, b), got {type(layer).__name__}")
+        W, b = layer
+        if _ndim(W) != 2:
+            raise ValueError(f"layer {l}: W must have shape (n_out, n_in), got shape {_shape(W)}")
+        if _shape(b) != (_shape(W)[0],):
+            raise ValueError(
+                f"layer {l}: b must have shape (n_out,) = ({_shape(W)[0]},) to match W of shape "
+                f"{_shape(W)}, got shape {_shape(b)}"
+            )
+        n_out, n_in = _shape(W)
+        if widths and n_in != widths[-1]:
+            raise ValueError(
+                f"params do not connect: layer {l - 1} outputs {widths[-1]} units but layer {l}'s W has "
+                f"shape {_shape(W)}, expecting n_in = {widths[-1]}"
+            )
+        if not widths:
+            widths.append(n_in)
+        widths.append(n_out)
+    return tuple(widths)
+
+
+def input_matches(widths, x) -> None:
+    """``x`` is ``(n_in,)`` or ``(batch, n_in)`` with the first layer's ``n_in``."""
+    if _ndim(x) not in (1, 2):
+        raise ValueError(f"x must have shape (n_in,) or (batch, n_in), got {_ndim(x)} dims: shape {_shape(x)}")
+    if _shape(x)[-1] != widths[0]:
+        raise ValueError(
+            f"x has width {_shape(x)[-1]} (shape {_shape(x)}) but the first layer expects n_in = {widths[0]}"
+        )
+
+
+def target_matches(y_hat, y) -> None:
+    """``y`` has exactly the output's shape: no broadcast of ``(B,)`` against ``(B, 1)``."""
+    if _shape(y) == _shape(y_hat):
+        return
+    if _ndim(y) == _ndim(y_hat) == 2 and _shape(y)[1] == _shape(y_hat)[1]:
+        raise ValueError(
+            f"y has batch {_shape(y)[0]} but the output has batch {_shape(y_hat)[0]} "
+            f"(y shape {_shape(y)}, output shape {_shape(y_hat)})"
+        )
+    raise ValueError(
+        f"y has shape {_shape(y)} but the output has shape {_shape(y_hat)}; they must match exactly "
+        f"(no broadcasting: reshape y to {_shape(y_hat)})"
+    )
+
+
+def class_target_matches(y_hat, y) -> None:
+    """Cross-entropy's ``y``: one-hot with the output's shape, or integer labels with its batch shape."""
+    if jnp.issubdtype(jnp.result_type(y), jnp.integer):
+        if _shape(y) != _shape(y_hat)[:-1]:
+            raise ValueError(
+                f"integer labels y must have shape {_shape(y_hat)[:-1]} for an output of shape "
+                f"{_shape(y_hat)}, got shape {_shape(y)}"
+            )
+        return
+    target_matches(y_hat, y)
+
+
+def batch_matches(x, y) -> None:
+    """``y`` carries the same batch as ``x`` (checked before the output shape, for a clearer message)."""
+    if _ndim(x) == 2 and _ndim(y) >= 1 and _shape(y)[0] != _shape(x)[0]:
+        raise ValueError(f"y has batch {_shape(y)[0]} but x has batch {_shape(x)[0]} "
+                         f"(x shape {_shape(x)}, y shape {_shape(y)})")
+    if _ndim(x) == 1 and _ndim(y) == 2:
+        raise ValueError(f"x is one example of shape {_shape(x)} but y is batched with shape {_shape(y)}")

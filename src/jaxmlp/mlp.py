@@ -1,0 +1,167 @@
+"""The multi-layer perceptron: initialization, forward propagation, the loss, and the linear collapse.
+
+The forward equations (F1)-(F2) and their batched form are written once, in :mod:`jaxmlp.backprop`'s
+docstring, beside the backward equations they pair with; the lines below carry their tags.
+
+A perceptron is the one-layer case, ``sizes = [n_in, 1]`` with a sigmoid (or step) output.
+
+All functions are pure and take configuration (activation and loss names) as keyword arguments that
+are static under ``jax.jit``: wrap them as ``jax.jit(partial(forward, activation="tanh"))`` or pass
+them through ``static_argnames``. Shapes are checked while tracing (see :mod:`jaxmlp.checks`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxmlp import activations, checks, initializers, losses
+from jaxmlp.types import Cache, Layer
+
+# Which output activation each loss accepts, and its natural pair (used when output_activation=None).
+ALLOWED_OUTPUTS = {"mse": ("identity", "sigmoid", "tanh"), "bce": ("sigmoid",), "ce": ("softmax",)}
+NATURAL_OUTPUT = {"mse": "identity", "bce": "sigmoid", "ce": "softmax"}
+
+
+def init_mlp(key, sizes, *, init="he", dtype=jnp.float32) -> tuple[Layer, ...]:
+    """Initialize an MLP with layer widths ``sizes`` (e.g. ``[5, 64, 32, 16, 1]``).
+
+    Args:
+      key: a ``jax.random`` key; layer l uses the l-th of ``jax.random.split(key, L)``.
+      sizes: widths ``[n_0, n_1, ..., n_L]``, at least two positive ints.
+      init: a scheme name from :mod:`jaxmlp.initializers` (``"zeros"``, ``"xavier"``, ``"he"``,
+        ``"xavier_uniform"``, ``"he_uniform"``, ``"lecun"``, ``"pytorch"``) or a callable
+        ``(key, shape, dtype) -> array`` such as ``jax.nn.initializers.glorot_uniform()``.
+      dtype: the dtype of every leaf.
+
+    Returns:
+      ``tuple(Layer(W, b) for each layer)`` with ``W`` of shape ``(n_l, n_{l-1})`` and ``b`` ``(n_l,)``.
+    """
+    widths = checks.sizes(sizes)
+    keys = jax.random.split(key, len(widths) - 1)
+    return tuple(
+        Layer(*initializers.init_layer(k, n_in, n_out, init, dtype))
+        for k, n_in, n_out in zip(keys, widths[:-1], widths[1:])
+    )
+
+
+def resolve(activation, output_activation, loss=None):
+    """Resolve names to ``(σ, σ_out)`` Activations, checking the hidden activation and the loss pairing.
+
+    With ``loss`` given, ``output_activation=None`` means the loss's natural pair (mse→identity,
+    bce→sigmoid, ce→softmax) and any pairing outside ``ALLOWED_OUTPUTS`` is a ValueError. A user's own
+    elementwise ``Activation`` is accepted as the output of ``mse``.
+    """
+    sigma = activations.get(activation)
+    if not sigma.elementwise:
+        raise ValueError(f"activation={sigma.name!r} is not elementwise; it is allowed only as the output "
+                         f"activation with loss='ce'. Hidden activations: {', '.join(activations.HIDDEN_NAMES)}")
+    if loss is None:
+        return sigma, activations.get("identity" if output_activation is None else output_activation)
+    if loss not in ALLOWED_OUTPUTS:
+        raise ValueError(f"unknown loss {loss!r}; valid names: {', '.join(losses.NAMES)}")
+    sigma_out = activations.get(NATURAL_OUTPUT[loss] if output_activation is None else output_activation)
+    user_defined = isinstance(output_activation, activations.Activation) and output_activation.name not in activations.NAMES
+    if sigma_out.name not in ALLOWED_OUTPUTS[loss] and not (loss == "mse" and user_defined and sigma_out.elementwise):
+        pairs = "; ".join(f"loss={k!r} with output_activation in {v}" for k, v in ALLOWED_OUTPUTS.items())
+        raise ValueError(f"output_activation={sigma_out.name!r} cannot be paired with loss={loss!r}; "
+                         f"allowed pairs: {pairs}")
+    return sigma, sigma_out
+
+
+def as_batch(x, y=None):
+    """Promote one example to a batch of one: ``(n_in,) -> (1, n_in)`` (and ``y`` alike)."""
+    x = jnp.asarray(x)
+    if x.ndim == 1:
+        return x[None, :], (None if y is None else jnp.asarray(y)[None])
+    return x, (None if y is None else jnp.asarray(y))
+
+
+def forward_batched(params, X, sigma, sigma_out, dZ=None) -> Cache:
+    """Forward propagation of a batch ``X`` of shape ``(B, n_in)``, keeping every Z[l] and A[l].
+
+    ``dZ[l]`` (optional, shape ``(B, n_l)``) is added to Z[l]: autodiff with respect to a zero ``dZ``
+    gives ∂L/∂Z[l], the reference for backprop's deltas.
+    """
+    L = len(params)
+    A = X
+    Z_cache, A_cache = [None], [A]
+    for l, (W, b) in enumerate(params, start=1):
+        Z = A @ W.T + b[None, :]  # (F1), batched: Z[l] = A[l-1] W[l]ᵀ + 1 b[l]ᵀ
+        if dZ is not None:
+            Z = Z + dZ[l]
+        A = (sigma_out if l == L else sigma).fn(Z)  # (F2): A[l] = σ(Z[l])
+        Z_cache.append(Z)
+        A_cache.append(A)
+    return Cache(z=tuple(Z_cache), a=tuple(A_cache))
+
+
+def _checked_cache(params, x, sigma, sigma_out) -> Cache:
+    widths = checks.params_chain(params)
+    checks.input_matches(widths, x)
+    X, _ = as_batch(x)
+    cache = forward_batched(params, X, sigma, sigma_out)
+    if jnp.ndim(x) == 1:
+        cache = Cache(z=(None,) + tuple(Z[0] for Z in cache.z[1:]), a=tuple(A[0] for A in cache.a))
+    return cache
+
+
+def forward_with_cache(params, x, *, activation="relu", output_activation="identity"):
+    """Forward propagation returning ``(a[L], cache)``; ``cache.z[l]``, ``cache.a[l]`` as in the lesson."""
+    sigma, sigma_out = resolve(activation, output_activation)
+    cache = _checked_cache(params, x, sigma, sigma_out)
+    return cache.a[-1], cache
+
+
+def forward(params, x, *, activation="relu", output_activation="identity"):
+    """The network's output a[L] for ``x`` of shape ``(n_in,)`` or ``(batch, n_in)``.
+
+    Works under ``jit``, ``grad``, ``vmap`` over ``x`` and ``vmap`` over ``params`` (stacked ensembles).
+    """
+    return forward_with_cache(params, x, activation=activation, output_activation=output_activation)[0]
+
+
+def loss_from_cache(cache: Cache, y, loss: str):
+    """The loss of a finished forward pass. bce+sigmoid and ce+softmax are computed from the logits z[L]."""
+    z_L, a_L = cache.z[-1], cache.a[-1]
+    if loss == "bce":
+        return losses.binary_cross_entropy_with_logits(z_L, y)  # (L4)
+    if loss == "ce":
+        return losses.softmax_cross_entropy_with_logits(z_L, y)  # (L5)
+    return losses.mse(a_L, y)  # (L1)
+
+
+def check_target(params, x, y, loss):
+    """Validate ``y`` against ``x`` and the network's output shape before any compute."""
+    widths = checks.params_chain(params)
+    checks.input_matches(widths, x)
+    checks.batch_matches(x, y)
+    out_shape = jax.ShapeDtypeStruct(jnp.shape(x)[:-1] + (widths[-1],), jnp.result_type(float))
+    if loss == "ce":
+        checks.class_target_matches(out_shape, y)
+    else:
+        checks.target_matches(out_shape, y)
+
+
+def loss_fn(params, x, y, *, activation="relu", output_activation=None, loss="mse"):
+    """The scalar loss of the network on ``(x, y)``; see :mod:`jaxmlp.losses` for where the 1/n lives.
+
+    ``output_activation=None`` picks the loss's natural pair (mse→identity, bce→sigmoid, ce→softmax).
+    """
+    sigma, sigma_out = resolve(activation, output_activation, loss)
+    check_target(params, x, y, loss)
+    return loss_from_cache(_checked_cache(params, x, sigma, sigma_out), y, loss)
+
+
+def collapse_linear(params) -> Layer:
+    """The single layer equal to the network when every activation is the identity.
+
+    Without activations, a[L] = W[L](⋯(W[1] x + b[1])⋯) + b[L] = W x + b with
+    W = W[L] ⋯ W[1] and b = W[L](⋯(W[2] b[1] + b[2])⋯) + b[L]: an MLP without
+    nonlinearities is one linear map, i.e. linear regression, however deep.
+    """
+    checks.params_chain(params)
+    W, b = params[0]
+    for W_l, b_l in params[1:]:
+        W, b = W_l @ W, W_l @ b + b_l
+    return Layer(W, b)
