@@ -13,22 +13,34 @@ Module layout (imports run one way, top to bottom of this list):
   :mod:`~jaxmlp.cli`.
 """
 
-from jaxmlp import activations, losses
+from jaxmlp import activations, datasets, initializers, losses, optim
 from jaxmlp.backprop import backward, per_example_grads
+from jaxmlp.gradcheck import check_gradients, compare_deltas, symmetry
 from jaxmlp.mlp import collapse_linear, forward, forward_with_cache, init_mlp, loss_fn
+from jaxmlp.train import TrainingDiverged, evaluate, fit, fit_ensemble
 from jaxmlp.types import Cache, Layer
 
 __all__ = [
     "Cache",
     "Layer",
+    "TrainingDiverged",
     "activations",
     "backward",
+    "check_gradients",
     "collapse_linear",
+    "compare_deltas",
+    "datasets",
+    "evaluate",
+    "fit",
+    "fit_ensemble",
     "forward",
     "forward_with_cache",
     "init_mlp",
+    "initializers",
     "loss_fn",
     "losses",
+    "optim",
     "per_example_grads",
+    "symmetry",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,257 @@
+"""Training on top of everything else: whole epochs compiled into one XLA program.
+
+One optimization step, for a minibatch (X_b, Y_b)::
+
+    (L, g) = backward(θ, X_b, Y_b)            (or jax.value_and_grad(loss_fn) with grad="autodiff")   (T1)
+    (u, s) = optimizer.update(g, s, θ);  θ ← θ + u                                                   (T2)
+
+An epoch draws a fresh permutation of the N training examples from the epoch's key, cuts it into
+⌊N / batch_size⌋ minibatches and runs (T1)-(T2) on each; the **last partial batch is dropped** (shapes
+stay static, and over epochs every example is still seen, since each permutation differs).
+``batch_size=None`` is full-batch gradient descent: one step per epoch on all N examples.
+
+The steps of an epoch, and the epochs between two host round-trips (all of them unless a checkpoint
+or a progress callback asks for fewer), run inside one compiled program (``lax.scan`` over epochs of
+``lax.scan`` over steps), so the small MLPs of the lesson are not dispatch-bound. The compiled program
+is cached on the shapes and the static configuration: a second :func:`fit` with the same shapes,
+configuration and optimizer does not recompile.
+
+After every epoch the loss (and, for classification, the accuracy) is evaluated on the whole training
+set with the epoch's final parameters; that is ``history["loss"]``.
+
+Long jobs lose nothing. A checkpoint of (params, optimizer state, key, epoch, history) can be written
+atomically every ``checkpoint_every`` epochs and a rerun with the same ``checkpoint_dir`` resumes from
+the latest one, ending bit-identical to an uninterrupted run. When the loss or the parameters stop
+being finite, :func:`fit` raises :class:`TrainingDiverged`, which carries the last finite parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmlp import backprop, checkpoint, checks, mlp, optim
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or the parameters became non-finite. ``.params`` holds the last finite parameters,
+    ``.epoch`` the (1-based) epoch that diverged and ``.history`` the metrics up to it."""
+
+    def __init__(self, message, params, epoch, history):
+        super().__init__(message)
+        self.params, self.epoch, self.history = params, epoch, history
+
+
+@dataclass(frozen=True)
+class _Config:
+    """The static part of a training run: everything that changes the compiled program."""
+
+    loss: str
+    activation: Any
+    output_activation: Any
+    grad: str
+    batch_size: int | None
+
+
+def _value_and_grad(c: _Config) -> Callable:
+    kw = dict(activation=c.activation, output_activation=c.output_activation, loss=c.loss)
+    if c.grad == "manual":
+        return partial(backprop.backward, **kw)
+    return jax.value_and_grad(partial(mlp.loss_fn, **kw))
+
+
+def evaluate(params, x, y, *, loss, activation="relu", output_activation=None):
+    """The loss and, for ``bce``/``ce``, the accuracy of ``params`` on ``(x, y)``, as a dict of scalars."""
+    sigma, sigma_out = mlp.resolve(activation, output_activation, loss)
+    mlp.check_target(params, x, y, loss)
+    X, Y = mlp.as_batch(x, y)
+    cache = mlp.forward_batched(params, X, sigma, sigma_out)
+    metrics = {"loss": mlp.loss_from_cache(cache, Y, loss)}
+    A_L = cache.a[-1]
+    if loss == "bce":
+        metrics["accuracy"] = jnp.mean(((A_L > 0.5) == (Y > 0.5)).astype(jnp.float32))
+    elif loss == "ce":
+        labels = Y if jnp.issubdtype(Y.dtype, jnp.integer) else jnp.argmax(Y, axis=-1)
+        metrics["accuracy"] = jnp.mean((jnp.argmax(A_L, axis=-1) == labels).astype(jnp.float32))
+    return metrics
+
+
+def _all_finite(tree):
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
+def _epochs(params, opt_state, key, x, y, *, optimizer, config: _Config, n_epochs: int):
+    """``n_epochs`` epochs of (T1)-(T2) as one ``lax.scan``; also tracks the last finite parameters."""
+    value_and_grad = _value_and_grad(config)
+    N = x.shape[0]
+    B = N if config.batch_size is None else config.batch_size
+
+    def step(carry, batch):
+        params, opt_state = carry
+        _, grads = value_and_grad(params, *batch)  # (T1)
+        updates, opt_state = optimizer.update(grads, opt_state, params)  # (T2)
+        return (optim.apply_updates(params, updates), opt_state), None
+
+    def epoch(carry, _):
+        params, opt_state, key, good = carry
+        key, k_perm = jax.random.split(key)
+        if config.batch_size is None:
+            batches = (x[None], y[None])
+        else:
+            idx = jax.random.permutation(k_perm, N)[: (N // B) * B].reshape(N // B, B)
+            batches = (x[idx], y[idx])  # the last partial batch is dropped
+        (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), batches)
+        metrics = evaluate(params, x, y, loss=config.loss, activation=config.activation,
+                           output_activation=config.output_activation)
+        finite = jnp.isfinite(metrics["loss"]) & _all_finite(params)
+        good = jax.tree.map(lambda new, old: jnp.where(finite, new, old), params, good)
+        return (params, opt_state, key, good), (metrics, finite)
+
+    carry = (params, opt_state, key, params)
+    (params, opt_state, key, good), (metrics, finite) = jax.lax.scan(epoch, carry, None, length=n_epochs)
+    return params, opt_state, key, good, metrics, finite
+
+
+_compiled_epochs = jax.jit(_epochs, static_argnames=("optimizer", "config", "n_epochs"))
+
+
+def _run_epochs(params, opt_state, key, x, y, *, optimizer, config, n_epochs):
+    """Call the cached compiled program; an unhashable optimizer gets a fresh (uncached) one."""
+    try:
+        hash(optimizer)
+    except TypeError:
+        fn = jax.jit(partial(_epochs, optimizer=optimizer, config=config, n_epochs=n_epochs))
+        return fn(params, opt_state, key, x, y)
+    return _compiled_epochs(params, opt_state, key, x, y, optimizer=optimizer, config=config, n_epochs=n_epochs)
+
+
+def _check_run(params, x, y, loss, activation, output_activation, epochs, batch_size, grad):
+    mlp.resolve(activation, output_activation, loss)
+    mlp.check_target(params, x, y, loss)
+    if jnp.ndim(x) != 2:
+        raise ValueError(f"fit needs a batch x of shape (N, n_in), got shape {jnp.shape(x)}")
+    if grad not in ("manual", "autodiff"):
+        raise ValueError(f"grad must be 'manual' or 'autodiff', got {grad!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    N = jnp.shape(x)[0]
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                   or not 1 <= batch_size <= N):
+        raise ValueError(f"batch_size must be None (full batch) or an int in [1, N = {N}], got {batch_size!r}")
+
+
+def _history(chunks, first_epoch: int) -> dict:
+    out = {k: np.concatenate([np.asarray(c[k]) for c in chunks]) for k in chunks[0]} if chunks else {"loss": np.zeros((0,))}
+    out["epoch"] = np.arange(first_epoch + 1, first_epoch + 1 + len(out["loss"]))
+    return out
+
+
+def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=None, epochs=1,
+        batch_size=None, key=None, grad="manual", checkpoint_dir=None, checkpoint_every=None,
+        epochs_per_call=None, callback=None):
+    """Train ``params`` on ``(x, y)``; return ``(params, history)``.
+
+    Args:
+      params: a tuple of ``Layer``.
+      x, y: the training data, ``x`` of shape ``(N, n_in)``, ``y`` as :func:`jaxmlp.loss_fn` expects.
+      optimizer: a GradientTransformation (``jaxmlp.optim`` or optax).
+      loss, activation, output_activation: as for :func:`jaxmlp.loss_fn`.
+      epochs: the total number of epochs (a resumed run continues up to it).
+      batch_size: ``None`` for full-batch GD, else minibatches of this size; the last partial batch
+        of each epoch's permutation is dropped.
+      key: the ``jax.random`` key for the permutations (default ``jax.random.key(0)``). The same key
+        gives a bit-identical result.
+      grad: ``"manual"`` (:func:`jaxmlp.backward`) or ``"autodiff"`` (``jax.grad(loss_fn)``).
+      checkpoint_dir, checkpoint_every: write an atomic checkpoint every ``checkpoint_every`` epochs,
+        and resume from the latest one found in ``checkpoint_dir``.
+      epochs_per_call: epochs per compiled call (default: all of them, or ``checkpoint_every``).
+      callback: ``callback(epoch, metrics)`` after each compiled call, with that call's last metrics.
+
+    Returns:
+      ``(params, history)``, ``history["loss"]`` (and ``["accuracy"]`` for classification) one entry per
+      epoch run in this call, ``history["epoch"]`` their 1-based epoch numbers.
+
+    Raises:
+      TrainingDiverged: a ``FloatingPointError`` whose ``.params`` are the last finite parameters.
+    """
+    _check_run(params, x, y, loss, activation, output_activation, epochs, batch_size, grad)
+    config = _Config(loss, activation, output_activation, grad, batch_size)
+    key = jax.random.key(0) if key is None else key
+    opt_state = optimizer.init(params)
+    start = 0
+    if checkpoint_dir is not None and checkpoint.steps(checkpoint_dir):
+        start = checkpoint.steps(checkpoint_dir)[-1]
+        params, opt_state, key_data = checkpoint.load(
+            checkpoint_dir, start, (params, opt_state, jax.random.key_data(key)))
+        key = jax.random.wrap_key_data(jnp.asarray(key_data))
+    chunk = epochs_per_call or checkpoint_every or max(epochs - start, 1)
+    chunks, epoch = [], start
+    while epoch < epochs:
+        n = min(chunk, epochs - epoch)
+        new_params, opt_state, key, good, metrics, finite = _run_epochs(
+            params, opt_state, key, x, y, optimizer=optimizer, config=config, n_epochs=n)
+        finite = np.asarray(finite)
+        if not finite.all():
+            bad = int(np.argmin(finite))
+            chunks.append({k: np.asarray(v)[: bad + 1] for k, v in metrics.items()})
+            history = _history(chunks, start)
+            raise TrainingDiverged(
+                f"training diverged in epoch {epoch + bad + 1}: the loss or the parameters became non-finite "
+                f"(loss {history['loss'][-1]}); .params holds the parameters after epoch {epoch + bad} "
+                f"(the last finite ones)", good, epoch + bad + 1, history)
+        params, epoch = new_params, epoch + n
+        chunks.append(metrics)
+        if checkpoint_dir is not None and checkpoint_every and epoch % checkpoint_every == 0:
+            checkpoint.save(checkpoint_dir, epoch, (params, opt_state, jax.random.key_data(key)))
+        if callback is not None:
+            callback(epoch, {k: float(np.asarray(v)[-1]) for k, v in metrics.items()})
+    return params, _history(chunks, start)
+
+
+def _ensemble_epochs(params, opt_state, key, x, y, learning_rates, *, config: _Config, n_epochs: int):
+    def one_model(params, opt_state, lr):
+        return _epochs(params, opt_state, key, x, y, optimizer=optim.adam(lr), config=config, n_epochs=n_epochs)
+
+    return jax.vmap(one_model)(params, opt_state, learning_rates)
+
+
+_compiled_ensemble = jax.jit(_ensemble_epochs, static_argnames=("config", "n_epochs"))
+
+
+def fit_ensemble(params_stack, x, y, *, learning_rates, loss, activation="relu", output_activation=None,
+                 epochs=1, batch_size=None, key=None, grad="manual"):
+    """Train K models at once, model i with ``jaxmlp.optim.adam(learning_rates[i])``, in one program.
+
+    Every leaf of ``params_stack`` has a leading axis K (e.g. ``jax.vmap(lambda k: init_mlp(k, sizes))``
+    over K keys). All models see the same minibatches (the same ``key``), so model i equals :func:`fit`
+    of model i alone with ``adam(learning_rates[i])`` and the same key, to rounding.
+
+    Returns:
+      ``(params_stack, history)`` with ``history["loss"]`` of shape ``(epochs, K)``. A model whose
+      training diverges does not stop the others: it keeps its last finite parameters, and
+      ``history["diverged"]`` (shape ``(K,)``) marks it.
+    """
+    leaves = jax.tree.leaves(params_stack)
+    K = leaves[0].shape[0]
+    if any(leaf.shape[:1] != (K,) for leaf in leaves):
+        raise ValueError(f"every leaf of params_stack needs the same leading axis K; got shapes "
+                         f"{[leaf.shape for leaf in leaves]}")
+    learning_rates = jnp.asarray(learning_rates)
+    if learning_rates.shape != (K,):
+        raise ValueError(f"learning_rates must have shape (K,) = ({K},), got shape {learning_rates.shape}")
+    first = jax.tree.map(lambda leaf: leaf[0], params_stack)
+    _check_run(first, x, y, loss, activation, output_activation, epochs, batch_size, grad)
+    config = _Config(loss, activation, output_activation, grad, batch_size)
+    key = jax.random.key(0) if key is None else key
+    opt_state = jax.vmap(optim.adam(1e-3).init)(params_stack)
+    _, _, _, good, metrics, finite = _compiled_ensemble(params_stack, opt_state, key, x, y,
+                                                        learning_rates.astype(leaves[0].dtype),
+                                                        config=config, n_epochs=epochs)
+    history = {k: np.asarray(v).T for k, v in metrics.items()}  # (K, epochs) -> (epochs, K)
+    history["diverged"] = ~np.asarray(finite).all(axis=1)
+    return good, history
