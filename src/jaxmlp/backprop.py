@@ -66,16 +66,17 @@ def _deltas(params, cache: Cache, Y, sigma, sigma_out, loss: str, per_example: b
     delta = [None] * (L + 1)
     delta[L] = _output_delta(cache, Y, sigma_out, loss, per_example)  # (B1)
     for l in range(L - 1, 0, -1):
-        W_next = params[l].W  # W[l+1] (params is 0-indexed)
-        delta[l] = (delta[l + 1] @ W_next) * sigma.grad(cache.z[l])  # (B2)
+        dtype = cache.a[l].dtype  # the compute dtype (differs from W's only in mixed precision)
+        W_next = params[l].W.astype(dtype)  # W[l+1] (params is 0-indexed)
+        delta[l] = (delta[l + 1].astype(dtype) @ W_next) * sigma.grad(cache.z[l])  # (B2)
     return tuple(delta)
 
 
-def _prepare(params, x, y, activation, output_activation, loss):
+def _prepare(params, x, y, activation, output_activation, loss, compute_dtype=None):
     sigma, sigma_out = resolve(activation, output_activation, loss)
     check_target(params, x, y, loss)
     X, Y = as_batch(x, y)
-    cache = forward_batched(params, X, sigma, sigma_out)
+    cache = forward_batched(params, X, sigma, sigma_out, compute_dtype=compute_dtype)
     return sigma, sigma_out, Y, cache
 
 
@@ -85,23 +86,28 @@ def deltas(params, x, y, *, activation="relu", output_activation=None, loss="mse
     return _deltas(params, cache, Y, sigma, sigma_out, loss)
 
 
-def backward(params, x, y, *, activation="relu", output_activation=None, loss="mse"):
+def backward(params, x, y, *, activation="relu", output_activation=None, loss="mse", compute_dtype=None):
     """The loss and its gradient with respect to ``params``, by the hand-derived chain rule.
 
     Same keywords as :func:`jaxmlp.loss_fn`. Equals ``jax.value_and_grad(loss_fn)`` for every hidden
     activation paired with: identity, sigmoid or tanh output and MSE; sigmoid and BCE; softmax and CE
     (one-hot or integer labels), exact kinks included.
 
+    ``compute_dtype`` (mixed precision, e.g. ``jnp.bfloat16``): the matmuls of the forward and
+    backward passes run in that dtype, the loss and Δ[L] in the parameters' dtype, and the grads are
+    returned in the parameters' dtype.
+
     Returns:
       ``(loss, grads)``, ``grads`` the same pytree as ``params`` (a tuple of ``Layer(dW, db)``).
     """
-    sigma, sigma_out, Y, cache = _prepare(params, x, y, activation, output_activation, loss)
+    sigma, sigma_out, Y, cache = _prepare(params, x, y, activation, output_activation, loss, compute_dtype)
     delta = _deltas(params, cache, Y, sigma, sigma_out, loss)
-    grads = tuple(
-        Layer(W=delta[l].T @ cache.a[l - 1],  # (B3): ∂L/∂W[l] = Δ[l]ᵀ A[l-1]
-              b=jnp.sum(delta[l], axis=0))  # (B4): ∂L/∂b[l] = 1ᵀ Δ[l]
-        for l in range(1, len(params) + 1)
-    )
+    grads = []
+    for l, (W, b) in enumerate(params, start=1):
+        A_prev = cache.a[l - 1]
+        dW = delta[l].astype(A_prev.dtype).T @ A_prev  # (B3): ∂L/∂W[l] = Δ[l]ᵀ A[l-1]
+        db = jnp.sum(delta[l], axis=0)  # (B4): ∂L/∂b[l] = 1ᵀ Δ[l]
+        grads.append(Layer(W=dW.astype(W.dtype), b=db.astype(b.dtype)))
     return loss_from_cache(cache, Y, loss), type(params)(grads)
 
 

@@ -77,19 +77,27 @@ def as_batch(x, y=None):
     return x, (None if y is None else jnp.asarray(y))
 
 
-def forward_batched(params, X, sigma, sigma_out, dZ=None) -> Cache:
+def forward_batched(params, X, sigma, sigma_out, dZ=None, compute_dtype=None) -> Cache:
     """Forward propagation of a batch ``X`` of shape ``(B, n_in)``, keeping every Z[l] and A[l].
 
     ``dZ[l]`` (optional, shape ``(B, n_l)``) is added to Z[l]: autodiff with respect to a zero ``dZ``
     gives ∂L/∂Z[l], the reference for backprop's deltas.
+
+    ``compute_dtype`` (mixed precision, e.g. ``jnp.bfloat16``): W, b and X are cast to it, so every
+    matmul runs in it, and the logits Z[L] are cast back to the parameters' dtype before the output
+    activation, so that the output and the loss are computed in full precision.
     """
     L = len(params)
-    A = X
+    out_dtype = jnp.result_type(params[-1].W)
+    cast = (lambda t: t) if compute_dtype is None else (lambda t: t.astype(compute_dtype))
+    A = cast(X)
     Z_cache, A_cache = [None], [A]
     for l, (W, b) in enumerate(params, start=1):
-        Z = A @ W.T + b[None, :]  # (F1), batched: Z[l] = A[l-1] W[l]ᵀ + 1 b[l]ᵀ
+        Z = A @ cast(W).T + cast(b)[None, :]  # (F1), batched: Z[l] = A[l-1] W[l]ᵀ + 1 b[l]ᵀ
         if dZ is not None:
             Z = Z + dZ[l]
+        if l == L and compute_dtype is not None:
+            Z = Z.astype(out_dtype)
         A = (sigma_out if l == L else sigma).fn(Z)  # (F2): A[l] = σ(Z[l])
         Z_cache.append(Z)
         A_cache.append(A)
@@ -143,14 +151,17 @@ def check_target(params, x, y, loss):
         checks.target_matches(out_shape, y)
 
 
-def loss_fn(params, x, y, *, activation="relu", output_activation=None, loss="mse"):
+def loss_fn(params, x, y, *, activation="relu", output_activation=None, loss="mse", compute_dtype=None):
     """The scalar loss of the network on ``(x, y)``; see :mod:`jaxmlp.losses` for where the 1/n lives.
 
     ``output_activation=None`` picks the loss's natural pair (mse→identity, bce→sigmoid, ce→softmax).
+    ``compute_dtype`` runs the matmuls in that dtype (mixed precision; see :func:`forward_batched`);
+    the loss stays in the parameters' dtype.
     """
     sigma, sigma_out = resolve(activation, output_activation, loss)
     check_target(params, x, y, loss)
-    return loss_from_cache(_checked_cache(params, x, sigma, sigma_out), y, loss)
+    X, Y = as_batch(x, y)
+    return loss_from_cache(forward_batched(params, X, sigma, sigma_out, compute_dtype=compute_dtype), Y, loss)
 
 
 def collapse_linear(params) -> Layer:

@@ -41,6 +41,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Any, Callable, NamedTuple
 
@@ -95,6 +96,28 @@ def _safe_increment(count):
     return jnp.where(count < top, count + jnp.array(1, count.dtype), top)
 
 
+def _memoized(constructor):
+    """Return the same (immutable) optimizer for the same hashable hyperparameters.
+
+    Compiled programs that take the optimizer as a static argument (:func:`jaxmlp.fit`) are cached on
+    it, so ``fit(..., optimizer=adam(1e-3))`` twice compiles once. Array hyperparameters are not
+    hashable and get a fresh optimizer each call.
+    """
+    cached = functools.lru_cache(maxsize=256)(constructor)
+
+    @functools.wraps(constructor)
+    def build(*args, **kwargs):
+        try:
+            return cached(*args, **kwargs)
+        except TypeError as e:
+            if "unhashable" not in str(e):
+                raise
+            return constructor(*args, **kwargs)
+
+    return build
+
+
+@_memoized
 def sgd(learning_rate, momentum=0.0, nesterov=False) -> GradientTransformation:
     """Stochastic gradient descent (O1), with momentum (O2) or Nesterov momentum (O3).
 
@@ -129,6 +152,7 @@ def gd(learning_rate, momentum=0.0, nesterov=False) -> GradientTransformation:
     return sgd(learning_rate, momentum, nesterov)
 
 
+@_memoized
 def adam(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8) -> GradientTransformation:
     """Adam (O4)-(O7), equal to ``optax.adam(learning_rate, b1, b2, eps)`` in float32 and float64.
 
@@ -148,8 +172,9 @@ def adam(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8) -> GradientTransformati
         return AdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
 
     def update(grads, state, params=None):
-        mu = jax.tree.map(lambda g, m: (1 - b1) * g.astype(m.dtype) + b1 * m, grads, state.mu)  # (O4) first moment
-        nu = jax.tree.map(lambda g, v: (1 - b2) * g.astype(v.dtype) ** 2 + b2 * v, grads, state.nu)  # (O4) second moment
+        # g joins its moment's dtype (a no-op unless the parameters are float16 or bfloat16).
+        mu = jax.tree.map(lambda g, m: (1 - b1) * g.astype(m.dtype) + b1 * m, grads, state.mu)  # (O4) 1st moment
+        nu = jax.tree.map(lambda g, v: (1 - b2) * g.astype(v.dtype) ** 2 + b2 * v, grads, state.nu)  # (O4) 2nd moment
         count = _safe_increment(state.count)  # (O5) step count
         c1, c2 = 1 - b1**count, 1 - b2**count
         mu_hat = jax.tree.map(lambda m: m / c1.astype(m.dtype), mu)  # (O6) bias correction

@@ -34,6 +34,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxmlp import backprop, checkpoint, checks, mlp, optim
 
@@ -56,10 +57,13 @@ class _Config:
     output_activation: Any
     grad: str
     batch_size: int | None
+    compute_dtype: Any = None
+    mesh: Any = None  # a jax.sharding.Mesh with a "data" axis: minibatches are sharded over it
 
 
 def _value_and_grad(c: _Config) -> Callable:
-    kw = dict(activation=c.activation, output_activation=c.output_activation, loss=c.loss)
+    kw = dict(activation=c.activation, output_activation=c.output_activation, loss=c.loss,
+              compute_dtype=c.compute_dtype)
     if c.grad == "manual":
         return partial(backprop.backward, **kw)
     return jax.value_and_grad(partial(mlp.loss_fn, **kw))
@@ -105,6 +109,9 @@ def _epochs(params, opt_state, key, x, y, *, optimizer, config: _Config, n_epoch
         else:
             idx = jax.random.permutation(k_perm, N)[: (N // B) * B].reshape(N // B, B)
             batches = (x[idx], y[idx])  # the last partial batch is dropped
+        if config.mesh is not None:  # split every minibatch over the "data" axis; XLA adds the all-reduce
+            spec = NamedSharding(config.mesh, PartitionSpec(None, "data"))
+            batches = jax.tree.map(lambda t: jax.lax.with_sharding_constraint(t, spec), batches)
         (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), batches)
         metrics = evaluate(params, x, y, loss=config.loss, activation=config.activation,
                            output_activation=config.output_activation)
@@ -145,6 +152,13 @@ def _check_run(params, x, y, loss, activation, output_activation, epochs, batch_
         raise ValueError(f"batch_size must be None (full batch) or an int in [1, N = {N}], got {batch_size!r}")
 
 
+def _check_axis(mesh, axis, n, what):
+    if axis not in mesh.axis_names:
+        raise ValueError(f"mesh needs a {axis!r} axis, got axes {mesh.axis_names}")
+    if n % mesh.shape[axis]:
+        raise ValueError(f"{what} = {n} must be divisible by the mesh's {axis!r} axis of size {mesh.shape[axis]}")
+
+
 def _history(chunks, first_epoch: int) -> dict:
     out = {k: np.concatenate([np.asarray(c[k]) for c in chunks]) for k in chunks[0]} if chunks else {"loss": np.zeros((0,))}
     out["epoch"] = np.arange(first_epoch + 1, first_epoch + 1 + len(out["loss"]))
@@ -153,7 +167,7 @@ def _history(chunks, first_epoch: int) -> dict:
 
 def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=None, epochs=1,
         batch_size=None, key=None, grad="manual", checkpoint_dir=None, checkpoint_every=None,
-        epochs_per_call=None, callback=None):
+        epochs_per_call=None, callback=None, mesh=None, compute_dtype=None):
     """Train ``params`` on ``(x, y)``; return ``(params, history)``.
 
     Args:
@@ -171,6 +185,13 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
         and resume from the latest one found in ``checkpoint_dir``.
       epochs_per_call: epochs per compiled call (default: all of them, or ``checkpoint_every``).
       callback: ``callback(epoch, metrics)`` after each compiled call, with that call's last metrics.
+      mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis (data parallelism): params and optimizer
+        state are replicated, every minibatch is split over the axis, and XLA inserts the all-reduce
+        of the gradients (the batch sums of (B3)-(B4) included). ``batch_size`` (or N for full batch)
+        must be divisible by the axis size. Equals the single-device run to rounding.
+      compute_dtype: e.g. ``jnp.bfloat16`` or ``jnp.float16`` (mixed precision): the matmuls of the
+        forward and backward passes run in it, while params, optimizer state and the loss stay in the
+        parameters' dtype (float32 master weights).
 
     Returns:
       ``(params, history)``, ``history["loss"]`` (and ``["accuracy"]`` for classification) one entry per
@@ -180,8 +201,11 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
       TrainingDiverged: a ``FloatingPointError`` whose ``.params`` are the last finite parameters.
     """
     _check_run(params, x, y, loss, activation, output_activation, epochs, batch_size, grad)
-    config = _Config(loss, activation, output_activation, grad, batch_size)
+    config = _Config(loss, activation, output_activation, grad, batch_size, compute_dtype, mesh)
     key = jax.random.key(0) if key is None else key
+    if mesh is not None:
+        _check_axis(mesh, "data", batch_size or jnp.shape(x)[0], "batch_size (or N, for full batch)")
+        params, x, y = jax.device_put((params, x, y), NamedSharding(mesh, PartitionSpec()))
     opt_state = optimizer.init(params)
     start = 0
     if checkpoint_dir is not None and checkpoint.steps(checkpoint_dir):
@@ -224,12 +248,16 @@ _compiled_ensemble = jax.jit(_ensemble_epochs, static_argnames=("config", "n_epo
 
 
 def fit_ensemble(params_stack, x, y, *, learning_rates, loss, activation="relu", output_activation=None,
-                 epochs=1, batch_size=None, key=None, grad="manual"):
+                 epochs=1, batch_size=None, key=None, grad="manual", mesh=None, compute_dtype=None):
     """Train K models at once, model i with ``jaxmlp.optim.adam(learning_rates[i])``, in one program.
 
     Every leaf of ``params_stack`` has a leading axis K (e.g. ``jax.vmap(lambda k: init_mlp(k, sizes))``
     over K keys). All models see the same minibatches (the same ``key``), so model i equals :func:`fit`
     of model i alone with ``adam(learning_rates[i])`` and the same key, to rounding.
+
+    ``mesh``: a ``jax.sharding.Mesh`` with a ``"model"`` axis (model parallelism): the K models are
+    sharded over it, each device training its share, and the returned stack stays sharded. K must be
+    divisible by the axis size. ``compute_dtype`` as for :func:`fit`.
 
     Returns:
       ``(params_stack, history)`` with ``history["loss"]`` of shape ``(epochs, K)``. A model whose
@@ -246,11 +274,16 @@ def fit_ensemble(params_stack, x, y, *, learning_rates, loss, activation="relu",
         raise ValueError(f"learning_rates must have shape (K,) = ({K},), got shape {learning_rates.shape}")
     first = jax.tree.map(lambda leaf: leaf[0], params_stack)
     _check_run(first, x, y, loss, activation, output_activation, epochs, batch_size, grad)
-    config = _Config(loss, activation, output_activation, grad, batch_size)
+    config = _Config(loss, activation, output_activation, grad, batch_size, compute_dtype)
     key = jax.random.key(0) if key is None else key
+    learning_rates = learning_rates.astype(leaves[0].dtype)
+    if mesh is not None:
+        _check_axis(mesh, "model", K, "the number of models K")
+        params_stack, learning_rates = jax.device_put((params_stack, learning_rates),
+                                                      NamedSharding(mesh, PartitionSpec("model")))
+        x, y = jax.device_put((x, y), NamedSharding(mesh, PartitionSpec()))
     opt_state = jax.vmap(optim.adam(1e-3).init)(params_stack)
-    _, _, _, good, metrics, finite = _compiled_ensemble(params_stack, opt_state, key, x, y,
-                                                        learning_rates.astype(leaves[0].dtype),
+    _, _, _, good, metrics, finite = _compiled_ensemble(params_stack, opt_state, key, x, y, learning_rates,
                                                         config=config, n_epochs=epochs)
     history = {k: np.asarray(v).T for k, v in metrics.items()}  # (K, epochs) -> (epochs, K)
     history["diverged"] = ~np.asarray(finite).all(axis=1)
