@@ -34,7 +34,7 @@ from jax.flatten_util import ravel_pytree
 from jaxmlp import activations, backprop, mlp
 from jaxmlp.report import Agreement, agreement, format_table
 
-FD_CHUNK = 512  # finite-difference directions evaluated per vmap
+FD_CHUNK = 4096  # finite-difference directions evaluated per vmapped batch
 
 
 def _to_float64(tree):
@@ -43,12 +43,15 @@ def _to_float64(tree):
 
 
 def finite_difference_grads(loss_of_params, params, h: float = 1e-6):
-    """Central finite differences (G1) of ``loss_of_params`` in every parameter, as a params pytree."""
+    """Central finite differences (G1) of ``loss_of_params`` in every parameter, as a params pytree.
+
+    All 2P evaluations run in one compiled program (``vmap`` over the P directions, in chunks of
+    ``FD_CHUNK``), which is several times faster than dispatching them op by op.
+    """
     flat, unravel = ravel_pytree(params)
     f = lambda v: loss_of_params(unravel(v))
     one_direction = lambda i: (f(flat.at[i].add(h)) - f(flat.at[i].add(-h))) / (2 * h)  # (G1)
-    idx = np.arange(flat.size)
-    fd = jnp.concatenate([jax.vmap(one_direction)(idx[s:s + FD_CHUNK]) for s in range(0, flat.size, FD_CHUNK)])
+    fd = jax.jit(lambda idx: jax.lax.map(one_direction, idx, batch_size=FD_CHUNK))(jnp.arange(flat.size))
     return unravel(fd)
 
 
