@@ -1,0 +1,33 @@
+"""Shared test configuration.
+
+Strict rank promotion: any implicit broadcast between arrays of different ranks raises, which catches
+the classic ``(B,)`` against ``(B, 1)`` bug that silently turns an MSE into a ``(B, B)`` matrix.
+
+Float64 is enabled per test, never globally: the ``x64`` fixture (and ``float_dtype``'s float64 case)
+runs the test inside ``jax.enable_x64(True)``. Module-level ``jnp`` constants in the library would be
+computed in float32 at import and break those tests (``test_activations.py`` checks it in a fresh
+process, enabling float64 only after ``import jaxmlp``).
+"""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture
+def x64():
+    """Run the test with float64 enabled (arrays must be created inside the test)."""
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture(params=["float64", "float32"])
+def float_dtype(request):
+    """The test's float dtype; the float64 case runs with float64 enabled."""
+    if request.param == "float64":
+        with jax.enable_x64(True):
+            yield jnp.float64
+    else:
+        yield jnp.float32

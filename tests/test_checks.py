@@ -1,0 +1,171 @@
+"""Bad input fails early and clearly: a ValueError or TypeError whose message names the argument and
+shows the shapes or values, raised while tracing, so the same error comes eagerly and under ``jax.jit``
+(never an XLA error from deep inside, never a silent broadcast)."""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmlp
+from jaxmlp.types import Layer
+
+SIZES = [3, 5, 4, 3]  # as in test_backprop.py and test_mlp.py
+B = 5
+
+
+def good():
+    params = jaxmlp.init_mlp(jax.random.key(0), SIZES)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(B, SIZES[0])), jnp.float32)
+    y = jnp.zeros((B, SIZES[-1]), jnp.float32)
+    return params, x, y
+
+
+def column_output():
+    params = jaxmlp.init_mlp(jax.random.key(0), [3, 5, 4, 1])
+    return params, jnp.ones((B, 3))
+
+
+def disconnected():
+    params = jaxmlp.init_mlp(jax.random.key(0), SIZES)
+    return (params[0], Layer(jnp.zeros((2, 7)), jnp.zeros(2)))
+
+
+def run(fn, jit, args, kwargs):
+    """Call ``fn(*args, **kwargs)``, or the same through ``jax.jit`` with the keywords static."""
+    return jax.jit(partial(fn, **kwargs))(*args) if jit else fn(*args, **kwargs)
+
+
+JIT = pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+
+
+def case(id, make, error, match):
+    """``make()`` returns ``(function, positional args, keyword args)``."""
+    return pytest.param(make, error, match, id=id)
+
+
+CASES = [
+    # ---- x ----
+    case("x-width-backward", lambda: (jaxmlp.backward, (good()[0], jnp.ones((B, 7)), good()[2]), {}),
+         ValueError, r"x has width 7 \(shape \(5, 7\)\) but the first layer expects n_in = 3"),
+    case("x-width-forward", lambda: (jaxmlp.forward, (good()[0], jnp.ones((B, 7))), {}),
+         ValueError, r"x has width 7 \(shape \(5, 7\)\) but the first layer expects n_in = 3"),
+    case("x-width-unbatched", lambda: (jaxmlp.forward, (good()[0], jnp.ones(7)), {}),
+         ValueError, r"x has width 7 \(shape \(7,\)\) but the first layer expects n_in = 3"),
+    case("x-3-dims-backward", lambda: (jaxmlp.backward, (good()[0], jnp.ones((2, B, 3)), good()[2]), {}),
+         ValueError, r"x must have shape \(n_in,\) or \(batch, n_in\), got 3 dims: shape \(2, 5, 3\)"),
+    case("x-3-dims-forward", lambda: (jaxmlp.forward, (good()[0], jnp.ones((2, B, 3))), {}),
+         ValueError, r"x must have shape \(n_in,\) or \(batch, n_in\), got 3 dims: shape \(2, 5, 3\)"),
+    # ---- y against the output ----
+    case("y-vector-vs-column-mse", lambda: (jaxmlp.backward, (*column_output(), jnp.ones(B)), {"loss": "mse"}),
+         ValueError, r"y has shape \(5,\) but the output has shape \(5, 1\)"),
+    case("y-vector-vs-column-bce", lambda: (jaxmlp.backward, (*column_output(), jnp.ones(B)), {"loss": "bce"}),
+         ValueError, r"y has shape \(5,\) but the output has shape \(5, 1\)"),
+    case("y-vector-vs-column-loss_fn", lambda: (jaxmlp.loss_fn, (*column_output(), jnp.ones(B)), {}),
+         ValueError, r"y has shape \(5,\) but the output has shape \(5, 1\)"),
+    case("y-width", lambda: (jaxmlp.backward, (*good()[:2], jnp.ones((B, 2))), {}),
+         ValueError, r"y has shape \(5, 2\) but the output has shape \(5, 3\)"),
+    case("y-batch", lambda: (jaxmlp.backward, (*good()[:2], jnp.ones((B - 1, 3))), {}),
+         ValueError, r"y has batch 4 but x has batch 5 \(x shape \(5, 3\), y shape \(4, 3\)\)"),
+    case("y-batch-labels", lambda: (jaxmlp.backward, (*good()[:2], jnp.zeros(B + 1, jnp.int32)), {"loss": "ce"}),
+         ValueError, r"y has batch 6 but x has batch 5"),
+    case("y-labels-shape", lambda: (jaxmlp.backward, (*good()[:2], jnp.zeros((B, 1), jnp.int32)), {"loss": "ce"}),
+         ValueError, r"integer labels y must have shape \(5,\) for an output of shape \(5, 3\), got shape \(5, 1\)"),
+    case("y-batched-for-one-x", lambda: (jaxmlp.backward, (good()[0], jnp.ones(3), jnp.ones((1, 3))), {}),
+         ValueError, r"x is one example of shape \(3,\) but y is batched with shape \(1, 3\)"),
+    case("per-example-y-batch", lambda: (jaxmlp.per_example_grads, (*good()[:2], jnp.ones((2, 3))), {}),
+         ValueError, r"y has batch 2 but x has batch 5"),
+    # ---- params ----
+    case("params-disconnected", lambda: (jaxmlp.backward, (disconnected(), *good()[1:]), {}),
+         ValueError, r"params do not connect: layer 1 outputs 5 units but layer 2's W has shape \(2, 7\), "
+                     r"expecting n_in = 5"),
+    case("params-disconnected-forward", lambda: (jaxmlp.forward, (disconnected(), good()[1]), {}),
+         ValueError, r"params do not connect"),
+    case("params-bias-shape", lambda: (jaxmlp.forward, ((Layer(jnp.zeros((4, 3)), jnp.zeros(3)),), good()[1]), {}),
+         ValueError, r"layer 1: b must have shape \(n_out,\) = \(4,\) to match W of shape \(4, 3\), got shape \(3,\)"),
+    case("params-not-layers", lambda: (jaxmlp.forward, ((jnp.zeros((4, 3)),), good()[1]), {}),
+         TypeError, r"params\[0\] \(layer 1\) must be a Layer\(W, b\)"),
+    # ---- names ----
+    case("unknown-activation", lambda: (jaxmlp.backward, good(), {"activation": "swish"}),
+         ValueError, r"unknown activation 'swish'; valid names: sigmoid, tanh, relu, leaky_relu, gelu, gelu_tanh, "
+                     r"identity, softmax"),
+    case("unknown-output-activation", lambda: (jaxmlp.forward, good()[:2], {"output_activation": "softsign"}),
+         ValueError, r"unknown activation 'softsign'; valid names: sigmoid, tanh"),
+    case("activation-wrong-type", lambda: (jaxmlp.forward, good()[:2], {"activation": 3}),
+         TypeError, r"activation must be a name or an Activation, got int: 3"),
+    case("unknown-loss", lambda: (jaxmlp.backward, good(), {"loss": "hinge"}),
+         ValueError, r"unknown loss 'hinge'; valid names: mse, bce, ce"),
+    case("unknown-loss-loss_fn", lambda: (jaxmlp.loss_fn, good(), {"loss": "hinge"}),
+         ValueError, r"unknown loss 'hinge'; valid names: mse, bce, ce"),
+    # ---- pairs ----
+    case("pair-bce-identity", lambda: (jaxmlp.backward, good(), {"loss": "bce", "output_activation": "identity"}),
+         ValueError, r"output_activation='identity' cannot be paired with loss='bce'; allowed pairs: loss='mse' with "
+                     r"output_activation in \('identity', 'sigmoid', 'tanh'\)"),
+    case("pair-ce-sigmoid", lambda: (jaxmlp.backward, good(), {"loss": "ce", "output_activation": "sigmoid"}),
+         ValueError, r"output_activation='sigmoid' cannot be paired with loss='ce'; allowed pairs: .*"
+                     r"loss='ce' with output_activation in \('softmax',\)"),
+    case("pair-mse-softmax", lambda: (jaxmlp.loss_fn, good(), {"loss": "mse", "output_activation": "softmax"}),
+         ValueError, r"output_activation='softmax' cannot be paired with loss='mse'; allowed pairs"),
+    case("pair-mse-relu", lambda: (jaxmlp.backward, good(), {"loss": "mse", "output_activation": "relu"}),
+         ValueError, r"output_activation='relu' cannot be paired with loss='mse'; allowed pairs"),
+    case("softmax-hidden-backward", lambda: (jaxmlp.backward, good(), {"activation": "softmax"}),
+         ValueError, r"activation='softmax' is not elementwise; it is allowed only as the output activation with "
+                     r"loss='ce'. Hidden activations: sigmoid, tanh, relu, leaky_relu, gelu, gelu_tanh, identity"),
+    case("softmax-hidden-forward", lambda: (jaxmlp.forward, good()[:2], {"activation": "softmax"}),
+         ValueError, r"activation='softmax' is not elementwise"),
+]
+
+
+@JIT
+@pytest.mark.parametrize("make, error, match", CASES)
+def test_bad_input(make, error, match, jit):
+    fn, args, kwargs = make()
+    with pytest.raises(error, match=match):
+        run(fn, jit, args, kwargs)
+
+
+@JIT
+@pytest.mark.parametrize("loss", ["mse", "bce"])
+def test_no_silent_broadcast_even_with_rank_promotion_allowed(loss, jit):
+    """(B,) against (B, 1) would broadcast to a (B, B) loss matrix; the library refuses it itself, not
+    only because conftest makes rank promotion strict."""
+    params, x = column_output()
+    with jax.numpy_rank_promotion("allow"):
+        with pytest.raises(ValueError, match=r"y has shape \(5,\) but the output has shape \(5, 1\)"):
+            run(jaxmlp.backward, jit, (params, x, jnp.ones(B)), {"loss": loss})
+        with pytest.raises(ValueError, match=r"\(5,\).*\(5, 1\)"):
+            run(jaxmlp.loss_fn, jit, (params, x, jnp.ones(B)), {"loss": loss})
+        # The correctly shaped target goes through, and gives a scalar.
+        value, _ = run(jaxmlp.backward, jit, (params, x, jnp.ones((B, 1))), {"loss": loss})
+        assert value.shape == ()
+
+
+SIZE_CASES = [
+    pytest.param([], ValueError, r"sizes needs at least two entries \(n_in and n_out\), got \[\]", id="empty"),
+    pytest.param([5], ValueError, r"sizes needs at least two entries \(n_in and n_out\), got \[5\]", id="one-entry"),
+    pytest.param([5, 0, 1], ValueError, r"sizes\[1\] must be a positive width, got 0 in \[5, 0, 1\]", id="zero-width"),
+    pytest.param([5, 3, 0], ValueError, r"sizes\[2\] must be a positive width, got 0", id="zero-output"),
+]
+
+
+@JIT
+@pytest.mark.parametrize("sizes, error, match", SIZE_CASES)
+def test_bad_sizes(sizes, error, match, jit):
+    with pytest.raises(error, match=match):
+        run(jaxmlp.init_mlp, jit, (jax.random.key(0),), {"sizes": sizes})
+
+
+@JIT
+def test_unknown_init(jit):
+    with pytest.raises(ValueError, match=r"unknown init 'glorot'; valid names: zeros, xavier, xavier_uniform, he, "
+                                         r"he_uniform, lecun, pytorch, or a callable"):
+        run(jaxmlp.init_mlp, jit, (jax.random.key(0),), {"sizes": SIZES, "init": "glorot"})
+
+
+def test_errors_are_raised_before_compute():
+    """Shape errors come from the checks at trace time: even jax.eval_shape, which computes nothing, raises."""
+    params, x, _ = good()
+    with pytest.raises(ValueError, match=r"x has width 7"):
+        jax.eval_shape(partial(jaxmlp.backward, loss="mse"), params, jnp.ones((B, 7)), jnp.ones((B, 3)))
