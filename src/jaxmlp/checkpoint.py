@@ -22,6 +22,8 @@ _PATTERN = re.compile(r"ckpt_(\d{8})\.npz$")
 
 def save(directory, step: int, state, *, keep: int = 2) -> str:
     """Write ``state`` (a pytree of arrays) as checkpoint ``step`` in ``directory``; keep the newest ``keep``."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1 (the checkpoint just written is kept), got keep={keep}")
     os.makedirs(directory, exist_ok=True)
     leaves = jax.tree.leaves(state)
     arrays = {f"leaf_{i:05d}": np.asarray(jax.device_get(leaf)) for i, leaf in enumerate(leaves)}

@@ -109,9 +109,10 @@ def train(args) -> int:
     from jaxmlp.train import evaluate, fit
 
     spec = datasets.spec(args.dataset)
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [spec.n_in, 64, 32, spec.n_out]
+    sizes = args.sizes or [spec.n_in, 64, 32, spec.n_out]
     if sizes[0] != spec.n_in or sizes[-1] != spec.n_out:
-        raise SystemExit(f"--sizes {args.sizes}: {args.dataset} needs n_in = {spec.n_in} and n_out = {spec.n_out}")
+        raise SystemExit(f"--sizes {','.join(map(str, sizes))}: {args.dataset} needs n_in = {spec.n_in} "
+                         f"and n_out = {spec.n_out}")
     x_train, y_train, x_test, y_test = datasets.load(args.dataset, seed=args.seed)
     key_init, key_fit = jax.random.split(jax.random.key(args.seed))
     params = init_mlp(key_init, sizes, init=args.init)
@@ -168,6 +169,17 @@ def train(args) -> int:
     return 0
 
 
+def _widths(text):
+    """argparse type for --sizes: comma-separated positive ints."""
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints like 64,64,32,10, got {text!r}") from None
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected at least two positive widths, got {text!r}")
+    return sizes
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="jaxmlp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,7 +191,7 @@ def main(argv=None) -> int:
 
     t = sub.add_parser("train", help="train an MLP on a bundled dataset (default: digits)")
     t.add_argument("--dataset", default="digits")
-    t.add_argument("--sizes", default=None, help="comma-separated widths, e.g. 64,64,32,10 "
+    t.add_argument("--sizes", type=_widths, default=None, help="comma-separated widths, e.g. 64,64,32,10 "
                                                    "(default: n_in,64,32,n_out of the dataset)")
     t.add_argument("--activation", default="relu")
     t.add_argument("--init", default="he")

@@ -146,14 +146,14 @@ def check_gradients(params, x, y, *, activation="relu", output_activation=None, 
         value, grads = backward_fn(params, x, y)
         ref_autodiff = jax.grad(loss_fn)(params, x, y)
         ref_fd = finite_difference_grads(lambda p: loss_fn(p, x, y), params, h)
-        kinks = near_kinks(params, x, activation, h)
+        kinks = [int(k) for k in near_kinks(params, x, activation, h)]
         rows = []
         for l, (g, r_ad, r_fd) in enumerate(zip(grads, ref_autodiff, ref_fd), start=1):
             for leaf in ("W", "b"):
                 ad = agreement(getattr(g, leaf), getattr(r_ad, leaf))
                 fd = agreement(getattr(g, leaf), getattr(r_fd, leaf))
                 ok = ad.max_rel <= rtol_autodiff and (kinks[l - 1] > 0 or fd.max_rel <= rtol_fd)
-                rows.append(LeafCheck(l, leaf, tuple(jnp.shape(getattr(g, leaf))), ad, fd, int(kinks[l - 1]), ok))
+                rows.append(LeafCheck(l, leaf, tuple(jnp.shape(getattr(g, leaf))), ad, fd, kinks[l - 1], ok))
         return GradientReport(float(value), tuple(rows), rtol_autodiff, rtol_fd, h)
 
 

@@ -34,7 +34,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxmlp import backprop, checkpoint, checks, mlp, optim
 
@@ -113,7 +113,11 @@ def _epochs(params, opt_state, key, x, y, *, optimizer, config: _Config, n_epoch
             spec = NamedSharding(config.mesh, PartitionSpec(None, "data"))
             batches = jax.tree.map(lambda t: jax.lax.with_sharding_constraint(t, spec), batches)
         (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), batches)
-        metrics = evaluate(params, x, y, loss=config.loss, activation=config.activation,
+        x_eval, y_eval = x, y
+        if config.mesh is not None:  # the evaluation too is split over the "data" axis, not replicated
+            rows = NamedSharding(config.mesh, PartitionSpec("data"))
+            x_eval, y_eval = (jax.lax.with_sharding_constraint(t, rows) for t in (x, y))
+        metrics = evaluate(params, x_eval, y_eval, loss=config.loss, activation=config.activation,
                            output_activation=config.output_activation)
         finite = jnp.isfinite(metrics["loss"]) & _all_finite(params)
         good = jax.tree.map(lambda new, old: jnp.where(finite, new, old), params, good)
@@ -150,6 +154,15 @@ def _check_run(params, x, y, loss, activation, output_activation, epochs, batch_
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                                    or not 1 <= batch_size <= N):
         raise ValueError(f"batch_size must be None (full batch) or an int in [1, N = {N}], got {batch_size!r}")
+
+
+def _auto_axes(mesh):
+    """``mesh`` with every axis ``Auto``: training shards with sharding constraints, which need Auto axes
+    (``jax.make_mesh`` makes ``Explicit`` axes by default in recent jax)."""
+    axis_type = getattr(jax.sharding, "AxisType", None)
+    if axis_type is None or mesh.are_all_axes_auto:
+        return mesh
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=(axis_type.Auto,) * len(mesh.axis_names))
 
 
 def _check_axis(mesh, axis, n, what):
@@ -201,6 +214,7 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
       TrainingDiverged: a ``FloatingPointError`` whose ``.params`` are the last finite parameters.
     """
     _check_run(params, x, y, loss, activation, output_activation, epochs, batch_size, grad)
+    mesh = None if mesh is None else _auto_axes(mesh)
     config = _Config(loss, activation, output_activation, grad, batch_size, compute_dtype, mesh)
     key = jax.random.key(0) if key is None else key
     if mesh is not None:
@@ -212,7 +226,7 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
         start = checkpoint.steps(checkpoint_dir)[-1]
         params, opt_state, key_data = checkpoint.load(
             checkpoint_dir, start, (params, opt_state, jax.random.key_data(key)))
-        key = jax.random.wrap_key_data(jnp.asarray(key_data))
+        key = jax.random.wrap_key_data(jnp.asarray(key_data), impl=jax.random.key_impl(key))
     chunk = epochs_per_call or checkpoint_every or max(epochs - start, 1)
     chunks, epoch = [], start
     while epoch < epochs:
@@ -278,6 +292,7 @@ def fit_ensemble(params_stack, x, y, *, learning_rates, loss, activation="relu",
     key = jax.random.key(0) if key is None else key
     learning_rates = learning_rates.astype(leaves[0].dtype)
     if mesh is not None:
+        mesh = _auto_axes(mesh)
         _check_axis(mesh, "model", K, "the number of models K")
         params_stack, learning_rates = jax.device_put((params_stack, learning_rates),
                                                       NamedSharding(mesh, PartitionSpec("model")))

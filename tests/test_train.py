@@ -1,0 +1,421 @@
+"""fit, fit_ensemble and evaluate: against hand-written reference loops, autodiff and optax, plus
+divergence, compilation caching, and acceptance on real data.
+
+Compiled programs are cached on (shapes, dtype, optimizer object, configuration, epochs per call), and a
+compile costs seconds on a loaded machine, so the tests share one small problem (``make_problem``),
+module-level optimizer objects and a few epoch counts: most fits below reuse a program another test
+compiled.
+"""
+
+import gc
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxmlp import TrainingDiverged, backward, datasets, evaluate, fit, fit_ensemble, forward, init_mlp, loss_fn, optim
+from jaxmlp import train
+
+# The shared small problem: N examples, widths SIZES, a tanh MLP regressed with MSE.
+N, SIZES, ACTIVATION, LOSS = 10, (3, 5, 1), "tanh", "mse"
+BATCH, EPOCHS, SEED = 4, 3, 7
+
+# Module-level optimizers: the compiled program is cached on the optimizer *object*.
+SGD = optim.sgd(0.1)
+ADAM = optim.adam(1e-2)
+DIVERGING = optim.sgd(1e3)  # on the shared problem: finite for two epochs, the loss is inf in epoch 3
+
+# Relative tolerance of a comparison to rounding: max |a - b| / max |b|, per leaf.
+TOL = {jnp.float64: 1e-10, jnp.float32: 1e-5}
+
+
+def make_problem(dtype=jnp.float32, n=N, sizes=SIZES, seed=0):
+    """``(params, x, y)``: Xavier-initialized params and standard-normal data (create under x64 for float64)."""
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal((n, sizes[0])), dtype)
+    y = jnp.asarray(rng.standard_normal((n, sizes[-1])), dtype)
+    return init_mlp(jax.random.key(seed), sizes, init="xavier", dtype=dtype), x, y
+
+
+def run(params, x, y, **overrides):
+    """``fit`` on the shared configuration (minibatch SGD, 3 epochs), with ``overrides``."""
+    kw = dict(optimizer=SGD, loss=LOSS, activation=ACTIVATION, epochs=EPOCHS, batch_size=BATCH,
+              key=jax.random.key(SEED))
+    return fit(params, x, y, **{**kw, **overrides})
+
+
+def max_rel(a, b) -> float:
+    """The largest per-leaf ``max |a - b| / max |b|`` of two pytrees."""
+    errs = [np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))) / np.max(np.abs(np.asarray(v)))
+            for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)]
+    return float(max(errs))
+
+
+def assert_trees_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert np.asarray(u).dtype == np.asarray(v).dtype
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+@jax.jit
+def sgd_step(params, x, y, lr):
+    """θ ← θ - η ∇L(θ) on one batch, the gradient from ``jaxmlp.backward`` (jitted: eager is slow)."""
+    _, grads = backward(params, x, y, activation=ACTIVATION, loss=LOSS)
+    return jax.tree.map(lambda p, g: p - lr * g, params, grads)
+
+
+def sgd_reference(params, x, y, *, lr, epochs, batch_size, key, keep_partial=False):
+    """Minibatch SGD, one :func:`sgd_step` per minibatch in a Python loop, permuting as train.py does.
+
+    Each epoch splits the key (``key, k_perm = split(key)``), permutes ``range(N)`` with ``k_perm`` and
+    cuts it into ``N // batch_size`` minibatches, dropping the rest (or keeping it, ``keep_partial``).
+    ``batch_size=None`` is one full-batch step per epoch.
+    """
+    n = x.shape[0]
+    for _ in range(epochs):
+        key, k_perm = jax.random.split(key)
+        if batch_size is None:
+            batches = [np.arange(n)]
+        else:
+            perm = np.asarray(jax.random.permutation(k_perm, n))
+            stop = n if keep_partial else (n // batch_size) * batch_size
+            batches = [perm[i:i + batch_size] for i in range(0, stop, batch_size)]
+        for rows in batches:
+            params = sgd_step(params, x[rows], y[rows], lr)
+    return params
+
+
+@pytest.fixture(scope="module")
+def problem32():
+    return make_problem(jnp.float32)
+
+
+@pytest.fixture(scope="module")
+def sgd32(problem32):
+    """The shared float32 run: minibatch SGD, manual gradients, key SEED."""
+    return run(*problem32)
+
+
+# --- fit against reference loops ------------------------------------------------------------------------
+
+
+def test_full_batch_is_gradient_descent(x64):
+    """batch_size=None: every epoch is one step θ ← θ - η ∇L(θ) on all N examples."""
+    params, x, y = make_problem(jnp.float64)
+    trained, history = run(params, x, y, batch_size=None)
+    expected = sgd_reference(params, x, y, lr=0.1, epochs=EPOCHS, batch_size=None, key=jax.random.key(SEED))
+    assert max_rel(trained, expected) < 1e-12
+    assert history["loss"].shape == (EPOCHS,)
+
+
+def test_minibatches_follow_the_epoch_permutation_and_drop_the_partial_batch(x64):
+    """N = 10, batch 4: a fresh permutation per epoch, two steps, the last two examples dropped."""
+    params, x, y = make_problem(jnp.float64)
+    trained, _ = run(params, x, y)
+    kw = dict(lr=0.1, epochs=EPOCHS, batch_size=BATCH, key=jax.random.key(SEED))
+    assert max_rel(trained, sgd_reference(params, x, y, **kw)) < 1e-12
+    # The comparison can tell: keeping the partial batch of 2 (a third step) gives other parameters.
+    assert max_rel(trained, sgd_reference(params, x, y, **kw, keep_partial=True)) > 1e-3
+
+
+def test_history_is_one_entry_per_epoch_without_accuracy_for_mse(problem32, sgd32):
+    params, history = sgd32
+    assert set(history) == {"loss", "epoch"}
+    assert history["loss"].shape == (EPOCHS,)
+    np.testing.assert_array_equal(history["epoch"], np.arange(1, EPOCHS + 1))
+    # The loss of the last epoch is that of the returned parameters on the whole training set.
+    _, x, y = problem32
+    final = evaluate(params, x, y, loss=LOSS, activation=ACTIVATION)["loss"]
+    np.testing.assert_allclose(history["loss"][-1], final, rtol=1e-5)
+
+
+def test_zero_epochs_returns_the_parameters(problem32):
+    params, x, y = problem32
+    trained, history = run(params, x, y, epochs=0)
+    assert_trees_equal(trained, params)
+    assert history["loss"].shape == (0,)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["float64", "float32"])
+def test_manual_and_autodiff_gradients_train_alike(dtype, problem32, sgd32):
+    if dtype == jnp.float64:
+        with jax.enable_x64(True):
+            params, x, y = make_problem(jnp.float64)
+            manual, _ = run(params, x, y)
+            autodiff, _ = run(params, x, y, grad="autodiff")
+    else:
+        manual, _ = sgd32
+        autodiff, _ = run(*problem32, grad="autodiff")
+    assert max_rel(manual, autodiff) < TOL[dtype]
+
+
+def test_same_key_is_bit_identical_and_another_key_differs(problem32, sgd32):
+    again, history_again = run(*problem32)
+    assert_trees_equal(again, sgd32[0])
+    np.testing.assert_array_equal(history_again["loss"], sgd32[1]["loss"])
+    other, _ = run(*problem32, key=jax.random.key(SEED + 1))
+    assert max_rel(other, sgd32[0]) > 1e-3
+
+
+def test_optax_optimizer_trains_like_jaxmlp_optim(x64):
+    """fit takes any GradientTransformation: optax.adam gives jaxmlp.optim.adam's parameters."""
+    params, x, y = make_problem(jnp.float64)
+    ours, _ = run(params, x, y, optimizer=ADAM)
+    theirs, _ = run(params, x, y, optimizer=optax.adam(1e-2))
+    assert max_rel(ours, theirs) < TOL[jnp.float64]
+
+
+def test_unhashable_optimizer_still_trains(problem32, sgd32):
+    """An optimizer that cannot be a static jit argument gets its own, uncached, program."""
+
+    class Unhashable:
+        __hash__ = None
+
+        def __init__(self, inner):
+            self.init, self.update = inner.init, inner.update
+
+    gc.collect()
+    before = train._compiled_epochs._cache_size()
+    trained, _ = run(*problem32, optimizer=Unhashable(SGD))
+    assert train._compiled_epochs._cache_size() == before
+    assert max_rel(trained, sgd32[0]) < 1e-6
+
+
+# --- compilation ----------------------------------------------------------------------------------------
+
+
+def test_one_program_per_configuration_and_no_recompile(problem32):
+    """A new configuration adds one compiled program (all epochs, all steps); repeating it adds none."""
+    params, x, y = problem32
+    # A fresh object (optim.sgd is memoized): a configuration compiled nowhere else.
+    optimizer = optim.GradientTransformation(SGD.init, lambda grads, state, params=None: SGD.update(grads, state))
+    gc.collect()  # entries of garbage optimizers must not vanish mid-test
+    before = train._compiled_epochs._cache_size()
+    run(params, x, y, optimizer=optimizer)
+    assert train._compiled_epochs._cache_size() == before + 1
+    # Same shapes, configuration and optimizer object; other values (params, data, key).
+    shifted = jax.tree.map(lambda p: p + 1, params)
+    run(shifted, x + 1, y, optimizer=optimizer, key=jax.random.key(SEED + 1))
+    run(params, x, y, optimizer=optimizer)
+    assert train._compiled_epochs._cache_size() == before + 1
+
+
+# --- divergence -----------------------------------------------------------------------------------------
+
+
+def test_nan_in_data_diverges_in_epoch_one_with_the_initial_parameters(problem32):
+    params, x, y = problem32
+    with pytest.raises(TrainingDiverged, match="epoch 1") as info:
+        run(params, x.at[3, 1].set(jnp.nan), y)
+    err = info.value
+    assert isinstance(err, FloatingPointError)
+    assert err.epoch == 1
+    assert_trees_equal(err.params, params)
+    assert err.history["loss"].shape == (1,) and np.isnan(err.history["loss"][0])
+
+
+@pytest.mark.parametrize("epochs_per_call", [None, 1], ids=["one-call", "call-per-epoch"])
+def test_divergence_keeps_the_last_finite_parameters(epochs_per_call, problem32):
+    """A huge learning rate: the error names the epoch and carries the parameters of the epoch before."""
+    assert issubclass(TrainingDiverged, FloatingPointError)
+    params, x, y = problem32
+    with pytest.raises(TrainingDiverged) as info:
+        run(params, x, y, optimizer=DIVERGING, epochs=6, epochs_per_call=epochs_per_call)
+    err = info.value
+    assert err.epoch == 3  # this problem: finite for two epochs
+    assert f"epoch {err.epoch}" in str(err)
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(err.params))
+    np.testing.assert_array_equal(err.history["epoch"], np.arange(1, err.epoch + 1))
+    assert np.isfinite(err.history["loss"][:-1]).all() and not np.isfinite(err.history["loss"][-1])
+    # Exactly the parameters of a run stopped after the last finite epoch.
+    last_good, history = run(params, x, y, optimizer=DIVERGING, epochs=err.epoch - 1,
+                             epochs_per_call=epochs_per_call)
+    assert_trees_equal(err.params, last_good)
+    np.testing.assert_array_equal(err.history["loss"][:-1], history["loss"])
+
+
+# --- input checks ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(grad="numeric"), "grad must be"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(batch_size=N + 1), "batch_size"),
+        (dict(batch_size=True), "batch_size"),
+        (dict(batch_size=2.0), "batch_size"),
+        (dict(epochs=-1), "epochs"),
+        (dict(epochs=1.5), "epochs"),
+    ],
+    ids=["grad", "batch-0", "batch-over-N", "batch-bool", "batch-float", "epochs-negative", "epochs-float"],
+)
+def test_fit_rejects_bad_arguments(overrides, match, problem32):
+    with pytest.raises(ValueError, match=match):
+        run(*problem32, **overrides)
+
+
+# --- fit_ensemble ---------------------------------------------------------------------------------------
+
+LEARNING_RATES = (1e-2, 3e-2)
+ENSEMBLE_OPTIMIZERS = tuple(optim.adam(lr) for lr in LEARNING_RATES)
+
+
+def model(stack, i):
+    return jax.tree.map(lambda leaf: leaf[i], stack)
+
+
+def run_ensemble(dtype, learning_rates):
+    """``(stack, trained, history)``: K = 2 models on the shared problem, configured as :func:`run`."""
+    _, x, y = make_problem(dtype)
+    stack = jax.vmap(lambda k: init_mlp(k, SIZES, init="xavier", dtype=dtype))(jax.random.split(jax.random.key(1), 2))
+    trained, history = fit_ensemble(stack, x, y, learning_rates=learning_rates, loss=LOSS, activation=ACTIVATION,
+                                    epochs=EPOCHS, batch_size=BATCH, key=jax.random.key(SEED))
+    return stack, trained, history
+
+
+def test_ensemble_model_equals_fit_alone(float_dtype):
+    K = len(LEARNING_RATES)
+    _, x, y = make_problem(float_dtype)
+    stack, trained, history = run_ensemble(float_dtype, LEARNING_RATES)
+    assert history["loss"].shape == (EPOCHS, K)
+    np.testing.assert_array_equal(history["diverged"], np.zeros(K, bool))
+    for i, optimizer in enumerate(ENSEMBLE_OPTIMIZERS):
+        alone, alone_history = run(model(stack, i), x, y, optimizer=optimizer)
+        model_i = model(trained, i)
+        assert jax.tree.map(lambda a: a.dtype, model_i) == jax.tree.map(lambda a: a.dtype, alone)
+        # To rounding, not bitwise: under vmap XLA may order some sums differently.
+        assert max_rel(model_i, alone) < TOL[float_dtype], f"model {i}"
+        np.testing.assert_allclose(history["loss"][:, i], alone_history["loss"], rtol=TOL[float_dtype])
+
+
+def test_ensemble_model_that_diverges_does_not_stop_the_others():
+    """Adam steps of 1e30 overflow the loss in epoch 1: that model keeps its initial parameters."""
+    stack, trained, history = run_ensemble(jnp.float32, (LEARNING_RATES[0], 1e30))  # no new compile
+    np.testing.assert_array_equal(history["diverged"], [False, True])
+    assert not np.isfinite(history["loss"][:, 1]).any()
+    assert_trees_equal(model(trained, 1), model(stack, 1))
+    _, healthy, healthy_history = run_ensemble(jnp.float32, LEARNING_RATES)
+    assert_trees_equal(model(trained, 0), model(healthy, 0))
+    np.testing.assert_array_equal(history["loss"][:, 0], healthy_history["loss"][:, 0])
+
+
+@pytest.mark.parametrize("learning_rates", [(1e-2,), (1e-2, 2e-2, 3e-2), 1e-2, ((1e-2,), (2e-2,))],
+                         ids=["too-few", "too-many", "scalar", "column"])
+def test_ensemble_rejects_learning_rates_of_the_wrong_shape(learning_rates, problem32):
+    _, x, y = problem32
+    stack = jax.vmap(lambda k: init_mlp(k, SIZES))(jax.random.split(jax.random.key(1), 2))
+    with pytest.raises(ValueError, match=r"learning_rates must have shape \(K,\) = \(2,\)"):
+        fit_ensemble(stack, x, y, learning_rates=learning_rates, loss=LOSS)
+
+
+# --- evaluate -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss, target", [("mse", "float"), ("bce", "binary"), ("ce", "int"), ("ce", "one-hot")])
+def test_evaluate_loss_and_accuracy(loss, target):
+    rng = np.random.default_rng(3)
+    n_out = 3 if loss == "ce" else 1
+    params = init_mlp(jax.random.key(3), [4, 6, n_out])
+    x = jnp.asarray(rng.standard_normal((50, 4)), jnp.float32)
+    labels = rng.integers(0, n_out if loss == "ce" else 2, size=50)
+    y = {"float": jnp.asarray(rng.standard_normal((50, 1)), jnp.float32),
+         "binary": jnp.asarray(labels[:, None], jnp.float32),
+         "int": jnp.asarray(labels, jnp.int32),
+         "one-hot": jax.nn.one_hot(labels, n_out)}[target]
+    # Jitted together: eager op-by-op dispatch would compile every primitive of each case on its own.
+    metrics, expected_loss, out = jax.jit(lambda p, x, y: (
+        evaluate(p, x, y, loss=loss), loss_fn(p, x, y, loss=loss), forward(p, x)))(params, x, y)
+    np.testing.assert_allclose(metrics["loss"], expected_loss, rtol=1e-6)
+    out = np.asarray(out)  # logits: the natural output pairs are monotone
+    if loss == "mse":
+        assert set(metrics) == {"loss"}
+        return
+    predicted = out[:, 0] > 0 if loss == "bce" else out.argmax(axis=1)
+    assert 0 < float(metrics["accuracy"]) < 1  # a random net on random labels: some right, some wrong
+    np.testing.assert_allclose(metrics["accuracy"], np.mean(predicted == labels), rtol=1e-6)
+
+
+# --- acceptance on real data ----------------------------------------------------------------------------
+
+# dataset -> (sizes, activation, optimizer, epochs, batch size)
+RECIPES = {
+    "digits": ((64, 64, 32, 10), "relu", optim.adam(3e-3), 40, 64),
+    "breast_cancer": ((30, 16, 1), "relu", optim.adam(3e-3), 20, 64),
+    "diabetes": ((10, 16, 1), "relu", optim.adam(1e-2), 60, None),
+    "xor": ((2, 8, 1), "tanh", optim.adam(3e-2), 30, 32),
+    "xor-perceptron": ((2, 1), "tanh", optim.adam(3e-2), 30, 32),
+}
+
+
+def train_on(name):
+    sizes, activation, optimizer, epochs, batch_size = RECIPES[name]
+    dataset = name.split("-")[0]
+    loss = datasets.spec(dataset).loss
+    x_train, y_train, x_test, y_test = datasets.load(dataset, seed=0)
+    params, history = fit(init_mlp(jax.random.key(0), sizes), x_train, y_train, optimizer=optimizer, loss=loss,
+                          activation=activation, epochs=epochs, batch_size=batch_size, key=jax.random.key(1))
+    test = {k: float(v) for k, v in evaluate(params, x_test, y_test, loss=loss, activation=activation).items()}
+    if loss == "mse":
+        residual = np.asarray(forward(params, x_test, activation=activation)) - np.asarray(y_test)
+        test["r2"] = 1 - np.sum(residual**2) / np.sum((np.asarray(y_test) - np.mean(np.asarray(y_test))) ** 2)
+    return dict(params=params, history=history, test=test, epochs=epochs)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """Lazily train each recipe once per module."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = train_on(name)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["digits", "breast_cancer", "xor"])
+def test_classifiers_reach_95_percent_held_out(name, trained):
+    result = trained(name)
+    assert result["test"]["accuracy"] >= (0.97 if name == "xor" else 0.95), result["test"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["digits", "xor"])
+def test_classification_history_has_accuracy(name, trained):
+    history = trained(name)["history"]
+    assert set(history) == {"loss", "accuracy", "epoch"}
+    assert history["loss"].shape == history["accuracy"].shape == (trained(name)["epochs"],)
+    assert history["loss"][-1] < history["loss"][0]
+    assert ((0 <= history["accuracy"]) & (history["accuracy"] <= 1)).all()
+
+
+@pytest.mark.slow
+def test_regression_explains_40_percent_of_diabetes_variance(trained):
+    assert trained("diabetes")["test"]["r2"] >= 0.4
+
+
+@pytest.mark.slow
+def test_perceptron_cannot_learn_xor(trained):
+    """No line separates XOR: the one-layer net stays near chance where [2, 8, 1] is perfect."""
+    assert trained("xor-perceptron")["test"]["accuracy"] <= 0.8
+
+
+@pytest.mark.slow
+def test_manual_and_autodiff_training_agree_on_xor_in_float64(x64):
+    x_train, y_train, _, _ = datasets.load("xor", seed=0)
+    x_train, y_train = x_train.astype(jnp.float64), y_train.astype(jnp.float64)
+    sizes, activation, optimizer, epochs, batch_size = RECIPES["xor"]
+    params = init_mlp(jax.random.key(0), sizes, dtype=jnp.float64)
+    kw = dict(optimizer=optimizer, loss="bce", activation=activation, epochs=epochs, batch_size=batch_size,
+              key=jax.random.key(1))
+    manual, manual_history = fit(params, x_train, y_train, grad="manual", **kw)
+    autodiff, autodiff_history = fit(params, x_train, y_train, grad="autodiff", **kw)
+    assert max_rel(manual, autodiff) < 1e-10
+    np.testing.assert_allclose(manual_history["loss"], autodiff_history["loss"], rtol=1e-10)
+    assert manual_history["accuracy"][-1] == 1.0
