@@ -419,3 +419,20 @@ def test_manual_and_autodiff_training_agree_on_xor_in_float64(x64):
     assert max_rel(manual, autodiff) < 1e-10
     np.testing.assert_allclose(manual_history["loss"], autodiff_history["loss"], rtol=1e-10)
     assert manual_history["accuracy"][-1] == 1.0
+
+
+@pytest.mark.parametrize("n", [1000, 512, 100], ids=["remainder", "exact-chunks", "under-one-chunk"])
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_chunked_epoch_evaluation_equals_evaluate(x64, n, loss):
+    """fit's per-epoch metrics are evaluated 256 examples at a time; the recombined means are exact."""
+    from jaxmlp.train import _evaluate_in_chunks
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((n, 4)))
+    y = jnp.asarray(rng.integers(0, 3, n), jnp.int32) if loss == "ce" else jnp.asarray(rng.standard_normal((n, 3)))
+    params = init_mlp(jax.random.key(0), [4, 6, 3], dtype=jnp.float64)
+    whole = evaluate(params, x, y, loss=loss, activation="tanh")
+    chunked = _evaluate_in_chunks(params, x, y, 256, loss=loss, activation="tanh")
+    assert set(chunked) == set(whole)
+    for k in whole:
+        np.testing.assert_allclose(chunked[k], whole[k], rtol=1e-12)

@@ -167,9 +167,10 @@ def adam(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8) -> GradientTransformati
 
     def init(params):
         # Moments in at least float32: float16 / bfloat16 parameters get float32 moments.
-        zeros = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.promote_types(jnp.result_type(p), jnp.float32)),
-                             params)
-        return AdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
+        # Two separate zero trees: sharing one buffer for m and v would stop XLA from donating the state.
+        zeros = lambda p: jnp.zeros(jnp.shape(p), jnp.promote_types(jnp.result_type(p), jnp.float32))
+        return AdamState(count=jnp.zeros([], jnp.int32), mu=jax.tree.map(zeros, params),
+                         nu=jax.tree.map(zeros, params))
 
     def update(grads, state, params=None):
         # g joins its moment's dtype (a no-op unless the parameters are float16 or bfloat16).
