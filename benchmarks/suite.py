@@ -1,0 +1,210 @@
+"""What to run (:func:`plan`) and running it (:func:`run_suite`): systems × configs × batch sizes → JSON rows.
+
+One row per (system, config, batch) with the median µs per model-step, its min and max over the repeats,
+GFLOP/s from the analytic FLOP count (:attr:`Config.step_flops`), the fraction of a square matmul's
+GFLOP/s measured in the same run, compile seconds and XLA's temp bytes. On a GPU with documented peaks
+(:data:`DOCUMENTED_PEAKS_TFLOPS`) the rows also carry MFU against the chip's bf16, tf32 and fp32 peaks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks import experimental, harness, peers, systems
+from benchmarks.systems import Config
+
+SEED = Config("seed", (5, 64, 32, 16, 1), 32, "mse")
+MNIST = Config("mnist", (784, 512, 512, 10), 256, "ce")
+WIDE = Config("wide", (1024, 2048, 2048, 10), 1024, "ce")
+
+# Dense (no sparsity) peaks from the vendor's datasheet, TFLOP/s, keyed by a substring of device_kind.
+DOCUMENTED_PEAKS_TFLOPS = {
+    "H200": {"bf16": 989.0, "tf32": 494.0, "fp32": 67.0},
+    "H100": {"bf16": 989.0, "tf32": 494.0, "fp32": 67.0},
+}
+
+
+@dataclass
+class Plan:
+    """Everything one run measures; see :func:`plan`."""
+
+    configs: list[Config]  # each at its own batch; the batch sweeps are extra entries
+    ensembles: list[tuple[Config, int]] = field(default_factory=list)  # (config, K)
+    fit_at: tuple[tuple[str, int], ...] = (("seed", 32), ("mnist", 256), ("wide", 1024))  # (config, batch) timing fit
+    peers: bool = True
+    repeats: int = 7
+    min_repeat_s: float = 0.2
+    fit_flops: float = 4e9  # training FLOPs per timed fit call
+    peak_n: int = 2048  # the square matmul of the peak measurement
+    ensemble_steps: int = 64
+    lean: tuple[str, ...] = ()  # configs timed without jaxmlp-autodiff, Equinox and Flax
+
+
+def _sweep(cfg: Config, batches) -> list[Config]:
+    return [replace(cfg, batch=b) for b in batches]
+
+
+def plan(device: str = "cpu", quick: bool = False) -> Plan:
+    """The configs of a run: quick (< 3 min on 2 CPU cores) or full; ``gpu`` adds bf16 and width-8192 configs."""
+    if quick:  # wide: one system per kind, no fit; ensembles of 64
+        configs = _sweep(SEED, (32, 512)) + _sweep(MNIST, (256,)) + [WIDE]
+        p = Plan(configs, [(SEED, 64)], fit_at=(("seed", 32), ("mnist", 256)), repeats=3, min_repeat_s=0.05,
+                 fit_flops=1e9, ensemble_steps=16, lean=("wide",))
+    else:
+        configs = _sweep(SEED, (8, 32, 128, 512, 2048)) + _sweep(MNIST, (32, 128, 256, 1024)) + [WIDE]
+        p = Plan(configs, [(SEED, 64), (SEED, 256)])
+    if device == "gpu":
+        bf16 = [replace(c, name=c.name + "-bf16", dtype="bfloat16") for c in (MNIST, WIDE)]
+        mfu = Config("w8192", (8192, 8192, 8192, 10), 8192, "ce")
+        p.configs += bf16 + [mfu, replace(mfu, name="w8192-bf16", dtype="bfloat16")]
+        p.ensembles.append((SEED, 4096))
+        p.fit_flops, p.peak_n = 1e12, 8192
+    return p
+
+
+def tiny(p: Plan) -> Plan:
+    """The same plan with every width and batch cut to a few units: a seconds-long smoke run of the code paths."""
+    def shrink(c: Config) -> Config:
+        return replace(c, sizes=tuple(min(n, 16) for n in c.sizes), batch=min(c.batch, 8))
+
+    kinds, configs = set(), []
+    for c in p.configs:  # the first config of each dtype: every code path, fewest compilations
+        if c.dtype not in kinds:
+            kinds.add(c.dtype)
+            configs.append(c)
+    fit_at = tuple((c.name, shrink(c).batch) for c in configs if (c.name, c.batch) in p.fit_at)
+    lean = tuple(c.name for c in configs[1:])
+    return replace(p, configs=[shrink(c) for c in configs], fit_at=fit_at, lean=lean, repeats=2, min_repeat_s=0.0,
+                   ensembles=[(shrink(c), min(K, 4)) for c, K in p.ensembles][:1], fit_flops=1e5, peak_n=64,
+                   ensemble_steps=2)
+
+
+def machine(device) -> dict:
+    return dict(platform=platform.platform(), processor=platform.processor() or platform.machine(),
+                cpu_count=os.cpu_count(), device_platform=device.platform, device_kind=device.device_kind,
+                device_count=len(jax.devices(device.platform)))
+
+
+def _benches(cfg: Config, device: str, p: Plan) -> list[harness.Bench]:
+    lean = cfg.name in p.lean
+    benches = [systems.jaxmlp_step(cfg, "manual")] + ([] if lean else [systems.jaxmlp_step(cfg, "autodiff")])
+    benches.append(systems.reference_step(cfg))
+    if (cfg.name, cfg.batch) in p.fit_at:
+        benches.append(systems.jaxmlp_fit(cfg, p.fit_flops))
+    if p.peers:
+        benches += [b for b in [peers.torch_eager_step(cfg, device)] if b] if lean else peers.build_peers(cfg, device)
+    return benches
+
+
+def _ensemble_benches(cfg: Config, K: int, device: str, p: Plan) -> list[harness.Bench]:
+    n = p.ensemble_steps
+    per_epoch = max(1, min(64, n))
+    benches = [systems.jaxmlp_fit_ensemble(cfg, K, epochs=max(1, n // per_epoch), per_epoch=per_epoch),
+               systems.reference_vmap_ensemble(cfg, K, n),
+               experimental.manual_vmap_ensemble(cfg, K, n),
+               experimental.folded_ensemble(cfg, K, n)]
+    if p.peers:
+        benches.append(peers.torch_func_ensemble(cfg, K, device))
+    return [b for b in benches if b is not None]
+
+
+def _row(stats: dict, system: str, cfg: Config, K: int, peak: dict, doc_peaks: dict | None) -> dict:
+    gflops = cfg.step_flops / (stats["us_per_step"] * 1e-6) / 1e9
+    row = dict(system=system, config=cfg.name, batch=cfg.batch, K=K, sizes=list(cfg.sizes), loss=cfg.loss,
+               dtype=cfg.dtype, gflops=gflops, peak_fraction=gflops / peak[cfg.dtype], **stats)
+    if doc_peaks:
+        row.update({f"mfu_{k}": gflops / (v * 1e3) for k, v in doc_peaks.items()})
+    return row
+
+
+def run_suite(p: Plan, device: str = "cpu", out: str | Path | None = None, log=print) -> dict:
+    """Run ``p`` on ``device`` (``"cpu"`` or ``"gpu"``); write ``results.json`` and the plots into ``out``."""
+    try:
+        dev = jax.devices(device)[0]
+    except RuntimeError as e:
+        raise SystemExit(f"--device {device}: JAX finds no such device ({e}); install jax with GPU support "
+                         f"(e.g. pip install 'jax[cuda12]') or run with --device cpu") from e
+    doc_peaks = next((v for k, v in DOCUMENTED_PEAKS_TFLOPS.items() if k in dev.device_kind), None)
+    t_start = time.perf_counter()
+    rows = []
+    with jax.default_device(dev):
+        dtypes = sorted({c.dtype for c in p.configs} | {c.dtype for c, _ in p.ensembles})
+        peak = {d: harness.matmul_peak(dev, jnp.dtype(d), p.peak_n) for d in dtypes}
+        log(f"matmul peak ({p.peak_n}^3): " + ", ".join(f"{d} {g:.1f} GFLOP/s" for d, g in peak.items()))
+        work = [(cfg, 1) for cfg in p.configs] + list(p.ensembles)
+        for cfg, K in work:
+            t0 = time.perf_counter()
+            benches = _benches(cfg, device, p) if K == 1 else _ensemble_benches(cfg, K, device, p)
+            stats = harness.measure(benches, repeats=p.repeats, min_repeat_s=p.min_repeat_s)
+            for system, s in stats.items():
+                rows.append(_row(s, system, cfg, K, peak, doc_peaks))
+                log(f"{cfg.name:>11} B={cfg.batch:<5} K={K:<4} {system:<22} {s['us_per_step']:>12.2f} us/step "
+                    f"[{s['us_min']:.2f}, {s['us_max']:.2f}]  {rows[-1]['gflops']:8.2f} GFLOP/s")
+            log(f"  ({time.perf_counter() - t0:.1f} s)")
+    result = dict(machine=machine(dev), versions=peers.versions(), matmul_peak_gflops=peak, peak_n=p.peak_n,
+                  documented_peaks_tflops=doc_peaks, plan=_plan_json(p), wall_s=time.perf_counter() - t_start,
+                  ratios=ratios(rows), rows=rows)
+    for line in result["ratios"]:
+        log("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in line.items()))
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(_finite(result), indent=1))
+        from benchmarks import plots
+
+        result["plots"] = [str(f) for f in plots.write_all(result, out)]
+    return result
+
+
+def ratios(rows) -> list[dict]:
+    """The comparisons the issue asks for, per (config, batch, K): ratios of median µs per step (and temp bytes)."""
+    groups = defaultdict(dict)
+    for r in rows:
+        groups[(r["config"], r["batch"], r["K"])][r["system"]] = r
+    pairs = [("manual/ref", "jaxmlp-manual", "jax-optax"), ("manual/autodiff", "jaxmlp-manual", "jaxmlp-autodiff"),
+             ("manual/torch", "jaxmlp-manual", "torch-eager"), ("fit/loop", "jaxmlp-fit", "jaxmlp-manual"),
+             ("fit_ensemble/optax-vmap", "jaxmlp-fit_ensemble", "jax-optax-vmap"),
+             ("fit_ensemble/torch-func", "jaxmlp-fit_ensemble", "torch-func-vmap"),
+             ("vmap/optax-vmap", "jaxmlp-vmap", "jax-optax-vmap"), ("folded/vmap", "folded", "jaxmlp-vmap")]
+    out = []
+    for (config, batch, K), g in groups.items():
+        line = dict(config=config, batch=batch, K=K)
+        for name, a, b in pairs:
+            if a in g and b in g:
+                line[name] = g[a]["us_per_step"] / g[b]["us_per_step"]
+                line[name + " (min)"] = g[a]["us_min"] / g[b]["us_min"]
+        temps = [g.get(s, {}).get("temp_bytes") for s in ("jaxmlp-manual", "jax-optax")]
+        if all(temps):
+            line["temp manual/ref"] = temps[0] / temps[1]
+        if "jaxmlp-fit_ensemble" in g:
+            line["fit_ensemble us/model-step"] = g["jaxmlp-fit_ensemble"]["us_per_step"]
+        out.append(line)
+    return out
+
+
+def _plan_json(p: Plan) -> dict:
+    d = dataclasses.asdict(p)
+    d["ensembles"] = [dict(config=c.name, batch=c.batch, K=K) for c, K in p.ensembles]
+    return d
+
+
+def _finite(obj):
+    """JSON has no NaN or inf: write them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

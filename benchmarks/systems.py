@@ -1,0 +1,195 @@
+"""The JAX systems under test, one builder per system, each returning a :class:`~benchmarks.harness.Bench`.
+
+Every system does the same work: one Adam step (lr 1e-3) of an MLP with ReLU hidden layers on a minibatch,
+MSE for a one-output config, softmax cross-entropy on integer labels otherwise.
+
+- ``jaxmlp-manual``: ``jaxmlp.backward`` + ``jaxmlp.optim.adam`` + ``optim.apply_updates``, one jitted step;
+- ``jaxmlp-autodiff``: the same with ``jax.value_and_grad(jaxmlp.loss_fn)``;
+- ``jax-optax``: an independent plain-JAX MLP (weights ``(in, out)``, ``x @ w + b``), ``jax.grad`` and
+  ``optax.adam``: the reference;
+- ``jaxmlp-fit``: ``jaxmlp.fit`` (whole epochs in one program) divided by its number of steps;
+- ensembles of K models on one shared minibatch, µs per *model*-step: ``jaxmlp-fit_ensemble``,
+  ``jax-optax-vmap`` (``vmap`` of the reference step over K, ``lax.scan`` over steps).
+
+A config's ``dtype`` is the compute dtype. jaxmlp keeps its parameters in it (its Adam holds float32
+moments); the reference keeps float32 master weights and casts to the compute dtype in the loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import jaxmlp
+from jaxmlp import optim
+
+from benchmarks.harness import Bench, compile_jit, stateful
+
+LR = 1e-3
+
+
+@dataclass(frozen=True)
+class Config:
+    """An MLP training problem: layer widths, minibatch size, loss, compute dtype."""
+
+    name: str
+    sizes: tuple[int, ...]
+    batch: int
+    loss: str = "ce"
+    dtype: str = "float32"
+
+    @property
+    def macs(self) -> int:
+        """Σ n_in·n_out: multiply-adds per example of one forward pass."""
+        return sum(a * b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+
+    @property
+    def step_flops(self) -> int:
+        """FLOPs of one training step: forward 2·B·Σ n_in·n_out, backward ≈ twice that."""
+        return 6 * self.batch * self.macs
+
+    @property
+    def jdtype(self):
+        return jnp.dtype(self.dtype)
+
+
+def data(cfg: Config, n: int, key=None):
+    """``n`` examples: x standard normal in the compute dtype, y ``(n, 1)`` float32 (mse) or int32 labels."""
+    kx, ky = jax.random.split(jax.random.key(1) if key is None else key)
+    x = jax.random.normal(kx, (n, cfg.sizes[0]), jnp.float32)
+    if cfg.loss == "mse":
+        y = jnp.sum(x, axis=1, keepdims=True)[:, : cfg.sizes[-1]]
+    else:
+        y = jax.random.randint(ky, (n,), 0, cfg.sizes[-1], jnp.int32)
+    return x.astype(cfg.jdtype), y
+
+
+# ---- jaxmlp -------------------------------------------------------------------------------------------
+
+
+def _jaxmlp_step(grad_fn, optimizer):
+    def step(params, opt_state, x, y):
+        _, grads = grad_fn(params, x, y)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optim.apply_updates(params, updates), opt_state
+
+    return step
+
+
+def jaxmlp_step(cfg: Config, grad: str = "manual") -> Bench:
+    params = jaxmlp.init_mlp(jax.random.key(0), cfg.sizes, dtype=cfg.jdtype)
+    kw = dict(activation="relu", loss=cfg.loss)
+    grad_fn = (partial(jaxmlp.backward, **kw) if grad == "manual"
+               else jax.value_and_grad(partial(jaxmlp.loss_fn, **kw)))
+    optimizer = optim.adam(LR)
+    x, y = data(cfg, cfg.batch)
+    state = (params, optimizer.init(params))
+    compiled, compile_s, temp = compile_jit(_jaxmlp_step(grad_fn, optimizer), *state, x, y, donate_argnums=(0, 1))
+    return Bench(f"jaxmlp-{grad}", stateful(compiled, state, x, y), 1, compile_s, temp)
+
+
+def _fit_shape(cfg: Config, target_flops: float):
+    """(steps per epoch, epochs) so that one fit call is about ``target_flops`` of training (8 to 4096 steps)."""
+    steps = min(4096, max(8, int(target_flops // cfg.step_flops)))
+    per_epoch = min(64, steps)
+    return per_epoch, max(1, steps // per_epoch)
+
+
+def jaxmlp_fit(cfg: Config, target_flops: float = 2e9) -> Bench:
+    per_epoch, epochs = _fit_shape(cfg, target_flops)
+    params = jaxmlp.init_mlp(jax.random.key(0), cfg.sizes, dtype=cfg.jdtype)
+    x, y = data(cfg, cfg.batch * per_epoch)
+    optimizer = optim.adam(LR)
+    run = partial(jaxmlp.fit, optimizer=optimizer, loss=cfg.loss, activation="relu", epochs=epochs,
+                  batch_size=cfg.batch, key=jax.random.key(2))
+
+    def call():
+        return run(params, x, y)[0]
+
+    note = f"{epochs} epochs x {per_epoch} steps per call; includes fit's per-epoch full-set evaluation"
+    return Bench("jaxmlp-fit", call, per_epoch * epochs, note=note)
+
+
+def jaxmlp_fit_ensemble(cfg: Config, K: int, epochs: int = 1, per_epoch: int = 64) -> Bench:
+    keys = jax.random.split(jax.random.key(0), K)
+    params = jax.vmap(lambda k: jaxmlp.init_mlp(k, cfg.sizes, dtype=cfg.jdtype))(keys)
+    lrs = jnp.geomspace(1e-4, 1e-2, K)
+    x, y = data(cfg, cfg.batch * per_epoch)
+    run = partial(jaxmlp.fit_ensemble, learning_rates=lrs, loss=cfg.loss, activation="relu", epochs=epochs,
+                  batch_size=cfg.batch, key=jax.random.key(2))
+
+    def call():
+        return run(params, x, y)[0]
+
+    note = f"K={K}; {epochs} epochs x {per_epoch} steps per call; includes per-epoch evaluation"
+    return Bench("jaxmlp-fit_ensemble", call, K * epochs * per_epoch, note=note)
+
+
+# ---- the reference: plain JAX + optax ------------------------------------------------------------------
+
+
+def ref_init(key, sizes, dtype=jnp.float32):
+    """He-normal weights ``(in, out)`` and zero biases, a list of dicts."""
+    keys = jax.random.split(key, len(sizes) - 1)
+    return [{"w": jax.random.normal(k, (m, n), dtype) * jnp.sqrt(2.0 / m).astype(dtype), "b": jnp.zeros((n,), dtype)}
+            for k, m, n in zip(keys, sizes[:-1], sizes[1:])]
+
+
+def ref_loss(params, x, y, *, loss, compute_dtype=jnp.float32):
+    h = x.astype(compute_dtype)
+    for layer in params[:-1]:
+        h = jax.nn.relu(h @ layer["w"].astype(compute_dtype) + layer["b"].astype(compute_dtype))
+    out = (h @ params[-1]["w"].astype(compute_dtype) + params[-1]["b"].astype(compute_dtype)).astype(jnp.float32)
+    if loss == "mse":
+        return jnp.mean((out - y) ** 2)
+    return jnp.mean(optax.losses.softmax_cross_entropy_with_integer_labels(out, y))
+
+
+def ref_step_fn(cfg: Config):
+    tx = optax.adam(LR)
+    loss = partial(ref_loss, loss=cfg.loss, compute_dtype=cfg.jdtype)
+
+    def step(params, opt_state, x, y):
+        grads = jax.grad(loss)(params, x, y)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    return tx, step
+
+
+def reference_step(cfg: Config) -> Bench:
+    tx, step = ref_step_fn(cfg)
+    params = ref_init(jax.random.key(0), cfg.sizes)
+    x, y = data(cfg, cfg.batch)
+    state = (params, tx.init(params))
+    compiled, compile_s, temp = compile_jit(step, *state, x, y, donate_argnums=(0, 1))
+    return Bench("jax-optax", stateful(compiled, state, x, y), 1, compile_s, temp)
+
+
+def scan_steps(step, n_steps):
+    """``n_steps`` steps of ``step(params, opt_state, x, y)`` over pre-drawn batches, as one program."""
+
+    def run(params, opt_state, xs, ys):
+        def body(carry, batch):
+            return step(*carry, *batch), None
+
+        return jax.lax.scan(body, (params, opt_state), (xs, ys), length=n_steps)[0]
+
+    return run
+
+
+def reference_vmap_ensemble(cfg: Config, K: int, n_steps: int = 64) -> Bench:
+    """K reference models (``vmap``) on one shared minibatch per step, ``n_steps`` per call (``lax.scan``)."""
+    tx, step = ref_step_fn(cfg)
+    params = jax.vmap(lambda k: ref_init(k, cfg.sizes))(jax.random.split(jax.random.key(0), K))
+    state = (params, jax.vmap(tx.init)(params))
+    xs, ys = data(cfg, cfg.batch * n_steps)
+    xs, ys = xs.reshape(n_steps, cfg.batch, -1), ys.reshape((n_steps, cfg.batch) + ys.shape[1:])
+    ens_step = jax.vmap(step, in_axes=(0, 0, None, None))
+    compiled, compile_s, temp = compile_jit(scan_steps(ens_step, n_steps), *state, xs, ys, donate_argnums=(0, 1))
+    return Bench("jax-optax-vmap", stateful(compiled, state, xs, ys), K * n_steps, compile_s, temp,
+                 note=f"K={K}; {n_steps} steps per call (lax.scan)")

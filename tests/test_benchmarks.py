@@ -1,0 +1,72 @@
+"""Smoke test of the benchmark harness (``benchmarks/``): it runs, and writes well-formed rows and plots.
+
+No timing is asserted. The GPU plan (its bf16 configs, ensembles) runs here on the CPU, one config per dtype, with
+every width and batch cut to a few units, so its code paths are exercised without a GPU.
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the top-level `benchmarks` package
+
+from benchmarks import suite  # noqa: E402
+
+REQUIRED = ("system", "config", "batch", "us_per_step", "us_min", "us_max", "gflops", "peak_fraction", "compile_s")
+
+
+pytestmark = pytest.mark.slow  # about ten XLA compilations: 10-60 s, most of it compiling
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    p = suite.tiny(suite.plan("gpu", quick=True))
+    p.peers = False  # optional dependencies; their builders are skipped when missing anyway
+    with jax.numpy_rank_promotion("allow"):  # the plain-JAX reference writes `x @ w + b`, as JAX code does
+        return out, suite.run_suite(p, "cpu", out, log=lambda *_: None)
+
+
+def test_rows_have_required_keys_and_positive_finite_numbers(result):
+    out, res = result
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert rows == json.loads(json.dumps(res["rows"]))
+    for row in rows:
+        assert all(k in row for k in REQUIRED), row
+        for k in ("us_per_step", "us_min", "us_max", "gflops", "peak_fraction"):
+            assert math.isfinite(row[k]) and row[k] > 0, (k, row)
+        assert row["us_min"] <= row["us_per_step"] <= row["us_max"]
+        assert row["compile_s"] >= 0 and (row["temp_bytes"] is None or row["temp_bytes"] >= 0)
+
+
+def test_every_system_and_gpu_config_is_run(result):
+    _, res = result
+    seen = {(r["system"], r["config"], r["dtype"]) for r in res["rows"]}
+    for system in ("jaxmlp-manual", "jaxmlp-autodiff", "jax-optax"):
+        assert (system, "seed", "float32") in seen  # mse, float32
+    for system in ("jaxmlp-manual", "jax-optax"):
+        assert (system, "mnist-bf16", "bfloat16") in seen  # ce, and the GPU plan's bf16 configs
+    assert ("jaxmlp-fit", "seed", "float32") in seen
+    ensembles = {s for s, c, _ in seen if c == "seed"} & {"jaxmlp-fit_ensemble", "jax-optax-vmap", "folded"}
+    assert len(ensembles) == 3
+
+
+def test_machine_versions_and_plots(result):
+    out, res = result
+    assert res["machine"]["cpu_count"] >= 1 and res["versions"]["jax"]
+    assert set(res["matmul_peak_gflops"]) == {"float32", "bfloat16"}
+    assert len(res["plots"]) == 3
+    for png in res["plots"]:
+        assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_documented_peaks_give_mfu():
+    p = suite.DOCUMENTED_PEAKS_TFLOPS["H200"]
+    cfg = suite.MNIST
+    stats = dict(us_per_step=cfg.step_flops / 989e12 * 1e6, us_min=0.0, us_max=0.0)
+    row = suite._row(stats, "x", cfg, 1, {"float32": 1.0}, p)
+    assert row["mfu_bf16"] == pytest.approx(1.0)
