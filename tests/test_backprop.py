@@ -10,11 +10,15 @@ Tolerances for ``backward`` against ``jax.value_and_grad(loss_fn)``, with scale 
 
 Central finite differences in float64 (h = 1e-6, truncation error O(h²) ≈ 1e-12, rounding ≈ eps/h ≈
 1e-10 relative to the loss): rtol 1e-6, atol 1e-8 · scale, on smooth activations only.
+
+Cost: compilation dominates (~45 ms per eager op per new shape and dtype, ~0.3 s per jitted program).
+The full activation × pair × init × dtype table runs eagerly on one shared architecture, so its ops
+compile once and are reused; one-off shapes (the lesson's network, the perceptron, generated shapes)
+run backward and the reference as one jitted program; test data comes from NumPy.
 """
 
 import ast
-import functools
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import jax
@@ -47,14 +51,17 @@ B = 5
 
 
 def make_params(key, sizes, init, dtype):
-    """'random': he; 'zeros': every z is exactly 0; 'kink': he with the first layer zeroed, so z[1] = 0
-    exactly (and z[l] = 0 after it for relu-like σ) while later W are not: σ'(0) enters every δ."""
+    """'random': He weights and nonzero biases (U(±1/√n_in), as pytorch); 'zeros': every z is exactly 0;
+    'kink': He weights, zero biases and the first layer zeroed, so z[1] = 0 exactly (and z[l] = 0 after
+    it for relu-like σ) while later W are not: σ'(0) multiplies a nonzero δ."""
     if init == "zeros":
         return jaxmlp.init_mlp(key, sizes, init="zeros", dtype=dtype)
-    params = jaxmlp.init_mlp(key, sizes, init="he", dtype=dtype)
-    if init == "kink":
-        params = (jax.tree_util.tree_map(jnp.zeros_like, params[0]),) + params[1:]
-    return params
+    key_W, key_b = jax.random.split(key)
+    params = jaxmlp.init_mlp(key_W, sizes, init="he", dtype=dtype)
+    if init == "random":
+        biases = jaxmlp.init_mlp(key_b, sizes, init="pytorch", dtype=dtype)
+        return tuple(Layer(layer.W, other.b) for layer, other in zip(params, biases))
+    return (jax.tree_util.tree_map(jnp.zeros_like, params[0]),) + params[1:]
 
 
 def make_targets(kind, rng, lead, C, dtype):
@@ -85,7 +92,7 @@ def problem(pair, init="random", dtype=jnp.float64, seed=0):
     return params, x, y, dict(output_activation=out, loss=loss)
 
 
-@functools.lru_cache(maxsize=None)
+@lru_cache(maxsize=None)
 def _problem_arrays(kind, init, dtype, seed):
     rng = np.random.default_rng(seed)
     params = make_params(jax.random.key(seed), SIZES, init, dtype)
@@ -162,8 +169,8 @@ def test_kink_case_reaches_the_kink(x64):
 
 @pytest.mark.parametrize(
     "pair, dtype",
-    [(PAIRS[0], "float64"), (PAIRS[3], "float64"), (PAIRS[0], "float32")],
-    ids=["mse-identity-float64", "bce-sigmoid-float64", "mse-identity-float32"],
+    [(PAIRS[0], "float64"), (PAIRS[3], "float32")],
+    ids=["mse-identity-float64", "bce-sigmoid-float32"],
 )
 def test_lesson_architecture(pair, dtype):
     """The lesson's [5, 64, 32, 16, 1] with relu and He init (jitted: one-off shapes compile once)."""
@@ -200,7 +207,7 @@ def test_output_activation_none_is_the_natural_pair(loss, natural, x64):
     assert_same_value_and_grads(implicit, reference(params, x, y, activation="tanh", loss=loss), jnp.float64)
 
 
-@pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
+@pytest.mark.parametrize("pair", [PAIRS[0], PAIRS[3], PAIRS[5]], ids=["mse-identity", "bce-sigmoid", "ce-labels"])
 def test_unbatched_example(pair, x64):
     """x of shape (n_in,) is one example: the same as autodiff, and as the batch of one x[:1]."""
     params, x, y, kw = problem(pair)
@@ -292,7 +299,7 @@ def test_per_example_grads(activation, pair, x64):
 
 def test_per_example_grads_needs_a_batch():
     params, x, y, kw = problem(PAIRS[0], dtype=jnp.float32)
-    with pytest.raises(ValueError, match=r"per_example_grads needs a batch x of shape \(batch, n_in\), got shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"needs a batch x of shape \(batch, n_in\), got shape \(3,\)"):
         jaxmlp.per_example_grads(params, x[0], y[0], **kw)
 
 

@@ -18,7 +18,8 @@ B = 5
 TOL32 = dict(rtol=1e-6, atol=1e-6)
 
 
-def setup(sizes=SIZES, dtype=jnp.float32, init="xavier"):
+def setup(sizes=SIZES, dtype=jnp.float32, init="pytorch"):
+    """params with nonzero biases (a forward that dropped b would pass with zero ones) and x."""
     params = jaxmlp.init_mlp(jax.random.key(0), sizes, init=init, dtype=dtype)
     x = jnp.asarray(np.random.default_rng(1).normal(size=(B, sizes[0])), dtype)
     return params, x
