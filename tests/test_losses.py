@@ -156,3 +156,12 @@ def test_ce_target_shapes(loss):
         loss(out, jnp.zeros((4, 1), jnp.int32))
     with pytest.raises(ValueError, match=r"y has shape \(4, 2\) but the output has shape \(4, 3\)"):
         loss(out, jnp.zeros((4, 2)))
+
+
+@pytest.mark.parametrize("name", ["binary_cross_entropy", "cross_entropy"])
+def test_probability_forms_have_finite_gradients_at_exact_zero_and_one(name):
+    y_hat = jnp.array([[0.0, 1.0, 0.5], [1.0, 0.0, 0.5]])
+    y = jnp.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    g = jax.grad(getattr(losses, name))(y_hat, y)
+    assert bool(jnp.all(jnp.isfinite(g))), g
+    assert float(getattr(losses, name)(y_hat, y)) > 50  # the clamped -log 0 = 100 dominates

@@ -18,7 +18,7 @@ broadcast into a ``(B, B)`` matrix.
 
 Stability: (L4) and (L5) are computed from the logits and are finite at logits of ±1e4. The
 probability forms (L2), (L3) clamp each log at -100, as ``torch.nn.BCELoss`` does, so that an output
-that rounds to exactly 0 or 1 gives a large finite loss, not inf.
+that rounds to exactly 0 or 1 gives a large finite loss, not inf, and a finite gradient, not NaN.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ NAMES = ("mse", "bce", "ce")
 
 
 def _log(p):
-    return jnp.maximum(jnp.log(p), LOG_FLOOR)
+    """log p clamped at -100, with a finite gradient at p = 0 too (the double-where: never log 0)."""
+    positive = p > 0
+    return jnp.maximum(jnp.where(positive, jnp.log(jnp.where(positive, p, 1)), LOG_FLOOR), LOG_FLOOR)
 
 
 def mse(y_hat, y):
