@@ -58,16 +58,7 @@ def make_grads(params, steps, seed=1):
 def run_all(params, grads, *optimizers):
     """``[(params_trajectory, state_trajectory)]`` for each ``(optimizer, apply_updates)``, in one compilation."""
 
-    def scan(optimizer, apply_updates):
-        def step(carry, g):
-            p, s = carry
-            updates, s = optimizer.update(g, s, p)
-            p = apply_updates(p, updates)
-            return (p, s), (p, s)
-
-        return jax.lax.scan(step, (params, optimizer.init(params)), grads)[1]
-
-    return jax.jit(lambda: [scan(*o) for o in optimizers])()
+    return jax.jit(lambda: [optim_check._scan(*o)(params, grads) for o in optimizers])()
 
 
 def rel_diff(a, b):
