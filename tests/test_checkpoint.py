@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,10 +27,8 @@ def make_state(seed=0):
 
 
 def assert_trees_equal(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        assert np.asarray(u).dtype == np.asarray(v).dtype and np.shape(u) == np.shape(v)
-        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    """Bitwise equal pytrees: same structure, shapes, dtypes and values."""
+    chex.assert_trees_all_equal(a, b, strict=True)
 
 
 # --- save / load / steps --------------------------------------------------------------------------------

@@ -169,3 +169,27 @@ def test_errors_are_raised_before_compute():
     params, x, _ = good()
     with pytest.raises(ValueError, match=r"x has width 7"):
         jax.eval_shape(partial(jaxmlp.backward, loss="mse"), params, jnp.ones((B, 7)), jnp.ones((B, 3)))
+
+
+def test_cross_entropy_with_one_output_unit_is_an_error():
+    params = jaxmlp.init_mlp(jax.random.key(0), [3, 4, 1])
+    x, labels = jnp.ones((5, 3)), jnp.zeros((5,), jnp.int32)
+    for fn in (partial(jaxmlp.loss_fn, loss="ce"), partial(jaxmlp.backward, loss="ce"),
+               jax.jit(partial(jaxmlp.backward, loss="ce"))):
+        with pytest.raises(ValueError, match="at least 2 output units"):
+            fn(params, x, labels)
+
+
+@pytest.mark.parametrize("loss", [None, "cross_entropy"])
+def test_loss_taking_functions_reject_a_missing_or_unknown_loss(loss):
+    params = jaxmlp.init_mlp(jax.random.key(0), [3, 4, 1])
+    x, y = jnp.ones((5, 3)), jnp.ones((5, 1))
+    for fn in (jaxmlp.loss_fn, jaxmlp.backward, jaxmlp.evaluate):
+        with pytest.raises(ValueError, match="unknown loss .*valid names: mse, bce, ce"):
+            fn(params, x, y, loss=loss)
+
+
+def test_integer_compute_dtype_is_an_error():
+    params = jaxmlp.init_mlp(jax.random.key(0), [3, 4, 1])
+    with pytest.raises(ValueError, match="compute_dtype must be a floating dtype"):
+        jaxmlp.backward(params, jnp.ones((5, 3)), jnp.ones((5, 1)), compute_dtype=jnp.int32)

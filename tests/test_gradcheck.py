@@ -88,6 +88,29 @@ def test_kinks_are_flagged_at_zero_init_and_fd_is_not_judged_there(x64):
     assert report.ok  # autodiff agrees exactly; finite differences are flagged, not judged
 
 
+def test_fd_across_a_kink_is_wrong_and_flagged_not_failed(x64):
+    """First layer zero, later layers random: every z[1] sits on relu's kink while the deltas above are
+    not zero, so central differences straddle the kink and disagree; the row is flagged, not failed."""
+    params, x, y = _problem(init="he")
+    params = (Layer(jnp.zeros_like(params[0].W), jnp.zeros_like(params[0].b)),) + params[1:]
+    report = gradcheck.check_gradients(params, x, y, activation="relu")
+    first = report.rows[0]
+    assert first.near_kink == 5 * SIZES[1]
+    assert first.finite_diff.max_rel > 1e-2  # finite differences mean nothing on the kink...
+    assert first.autodiff.max_rel <= 1e-12 and first.ok and report.ok  # ...and are not judged there
+    value, grads = jaxmlp.backward(params, x, y, activation="relu")
+    ref_ad, ref_fd, _ = gradcheck.gradient_references(
+        params, x, y, loss_fn=partial(jaxmlp.loss_fn, activation="relu"), activation="relu", h=1e-6)
+    unflagged = gradcheck.make_report(value, grads, ref_ad, ref_fd, kinks=[0, 0, 0])
+    assert not unflagged.rows[0].ok  # without the flag the same row fails
+
+
+def test_step_must_be_positive(x64):
+    params, x, y = _problem()
+    with pytest.raises(ValueError, match="h .* must be > 0"):
+        gradcheck.check_gradients(params, x, y, h=0.0)
+
+
 def test_no_kinks_flagged_for_smooth_activations(x64):
     params, x, y = _problem(init="zeros")
     report = gradcheck.check_gradients(params, x, y, activation="tanh")
@@ -152,7 +175,7 @@ def test_symmetry_survives_training_from_zeros(x64):
     for _ in range(20):
         _, grads = jaxmlp.backward(params, x, y, activation="tanh")
         params = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
-    assert float(jnp.max(jnp.abs(params[0].W))) > 0  # the weights did move...
+    assert not bool(jnp.allclose(params[0].W, 0.3))  # the weights did move...
     assert gradcheck.symmetry(params).distinct == (1, 1)  # ...but the units stayed copies
 
 

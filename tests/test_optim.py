@@ -358,3 +358,8 @@ def test_compare_with_optax_checks_the_gradient_sequence():
     params = make_params(jnp.float32)
     with pytest.raises(ValueError, match="leading|shape"):
         optim_check.compare_with_optax(optim.sgd(0.1), optax.sgd(0.1), params, params)  # no step axis
+
+
+def test_apply_updates_rejects_a_shape_mismatch_instead_of_broadcasting():
+    with pytest.raises(ValueError, match=r"shape \(3, 3\) but its parameter has shape \(3,\)"):
+        optim.apply_updates((jnp.ones(3),), (jnp.ones((3, 3)),))

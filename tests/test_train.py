@@ -9,6 +9,7 @@ compiled.
 
 import gc
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,10 +55,8 @@ def max_rel(a, b) -> float:
 
 
 def assert_trees_equal(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        assert np.asarray(u).dtype == np.asarray(v).dtype
-        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    """Bitwise equal pytrees: same structure, shapes, dtypes and values."""
+    chex.assert_trees_all_equal(a, b, strict=True)
 
 
 @jax.jit
@@ -436,3 +435,23 @@ def test_chunked_epoch_evaluation_equals_evaluate(x64, n, loss):
     assert set(chunked) == set(whole)
     for k in whole:
         np.testing.assert_allclose(chunked[k], whole[k], rtol=1e-12)
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    (dict(optimizer="adam"), TypeError, "optimizer must be a GradientTransformation"),
+    (dict(epochs_per_call=-1), ValueError, "epochs_per_call must be None or a positive int"),
+    (dict(checkpoint_every=0, checkpoint_dir="unused"), ValueError, "checkpoint_every must be None or a positive"),
+    (dict(checkpoint_dir="unused"), ValueError, "needs checkpoint_every"),
+], ids=["optimizer-name", "epochs_per_call", "checkpoint_every", "dir-without-every"])
+def test_fit_rejects_bad_options_before_compiling(kw, error, match):
+    params = init_mlp(jax.random.key(0), [3, 4, 1])
+    x, y = jnp.ones((8, 3)), jnp.ones((8, 1))
+    with pytest.raises(error, match=match):
+        fit(params, x, y, **{"optimizer": optim.sgd(0.1), "loss": "mse", **kw})
+
+
+def test_fit_ensemble_rejects_an_unstacked_params():
+    params = init_mlp(jax.random.key(0), [3, 3, 3])  # leaves share a leading size 3 = K by accident
+    x, y = jnp.ones((8, 3)), jnp.ones((8, 3))
+    with pytest.raises(ValueError, match="params_stack must be Layers stacked"):
+        fit_ensemble(params, x, y, learning_rates=jnp.ones(3), loss="mse")

@@ -43,7 +43,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxmlp import losses
-from jaxmlp.mlp import as_batch, check_target, forward_batched, loss_from_cache, resolve
+from jaxmlp.mlp import loss_from_cache, prepare
 from jaxmlp.types import Cache, Layer
 
 
@@ -72,17 +72,9 @@ def _deltas(params, cache: Cache, Y, sigma, sigma_out, loss: str, per_example: b
     return tuple(delta)
 
 
-def _prepare(params, x, y, activation, output_activation, loss, compute_dtype=None):
-    sigma, sigma_out = resolve(activation, output_activation, loss)
-    check_target(params, x, y, loss)
-    X, Y = as_batch(x, y)
-    cache = forward_batched(params, X, sigma, sigma_out, compute_dtype=compute_dtype)
-    return sigma, sigma_out, Y, cache
-
-
 def deltas(params, x, y, *, activation="relu", output_activation=None, loss="mse"):
     """The manual δ[l] = ∂L/∂z[l] of every layer, ``(None, δ[1], ..., δ[L])``, batch-first ``(B, n_l)``."""
-    sigma, sigma_out, Y, cache = _prepare(params, x, y, activation, output_activation, loss)
+    sigma, sigma_out, Y, cache = prepare(params, x, y, activation, output_activation, loss)
     return _deltas(params, cache, Y, sigma, sigma_out, loss)
 
 
@@ -100,7 +92,7 @@ def backward(params, x, y, *, activation="relu", output_activation=None, loss="m
     Returns:
       ``(loss, grads)``, ``grads`` the same pytree as ``params`` (a tuple of ``Layer(dW, db)``).
     """
-    sigma, sigma_out, Y, cache = _prepare(params, x, y, activation, output_activation, loss, compute_dtype)
+    sigma, sigma_out, Y, cache = prepare(params, x, y, activation, output_activation, loss, compute_dtype)
     delta = _deltas(params, cache, Y, sigma, sigma_out, loss)
     grads = []
     for l, (W, b) in enumerate(params, start=1):
@@ -119,7 +111,7 @@ def per_example_grads(params, x, y, *, activation="relu", output_activation=None
     """
     if jnp.ndim(x) != 2:
         raise ValueError(f"per_example_grads needs a batch x of shape (batch, n_in), got shape {jnp.shape(x)}")
-    sigma, sigma_out, Y, cache = _prepare(params, x, y, activation, output_activation, loss)
+    sigma, sigma_out, Y, cache = prepare(params, x, y, activation, output_activation, loss)
     delta = _deltas(params, cache, Y, sigma, sigma_out, loss, per_example=True)
     grads = tuple(
         Layer(W=jnp.einsum("bo,bi->boi", delta[l], cache.a[l - 1]),  # (B3) per example

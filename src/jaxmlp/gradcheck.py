@@ -165,6 +165,8 @@ def check_gradients(params, x, y, *, activation="relu", output_activation=None, 
         noise (G3) (the latter is not judged for a layer with pre-activations flagged by (G2)).
     """
     kw = dict(activation=activation, output_activation=output_activation, loss=loss)
+    if not h > 0:
+        raise ValueError(f"h (the finite-difference step) must be > 0, got h={h!r}")
     if (backward_fn is None) != (loss_fn is None):
         raise TypeError("pass backward_fn and loss_fn together (the user's backward and the loss it "
                         "differentiates), or neither to check jaxmlp.backward")
@@ -180,11 +182,13 @@ def check_gradients(params, x, y, *, activation="relu", output_activation=None, 
 
 def autodiff_deltas(params, x, y, *, activation="relu", output_activation=None, loss="mse"):
     """δ[l] = ∂L/∂z[l] by autodiff: the gradient of the loss with respect to a zero ``dZ[l]`` added to z[l]."""
-    sigma, sigma_out = mlp.resolve(activation, output_activation, loss)
-    mlp.check_target(params, x, y, loss)
-    X, Y = mlp.as_batch(x, y)
-    dZ = (None,) + tuple(jnp.zeros((X.shape[0], W.shape[0]), X.dtype) for W, _ in params)
-    loss_of_dZ = lambda dZ: mlp.loss_from_cache(mlp.forward_batched(params, X, sigma, sigma_out, dZ), Y, loss)
+    B = 1 if jnp.ndim(x) == 1 else jnp.shape(x)[0]
+    dZ = (None,) + tuple(jnp.zeros((B, W.shape[0]), jnp.result_type(x, W)) for W, _ in params)
+
+    def loss_of_dZ(dZ):
+        _, _, Y, cache = mlp.prepare(params, x, y, activation, output_activation, loss, dZ=dZ)
+        return mlp.loss_from_cache(cache, Y, loss)
+
     return jax.grad(loss_of_dZ)(dZ)
 
 

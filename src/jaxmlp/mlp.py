@@ -87,6 +87,8 @@ def forward_batched(params, X, sigma, sigma_out, dZ=None, compute_dtype=None) ->
     matmul runs in it, and the logits Z[L] are cast back to the parameters' dtype before the output
     activation, so that the output and the loss are computed in full precision.
     """
+    if compute_dtype is not None and not jnp.issubdtype(compute_dtype, jnp.floating):
+        raise ValueError(f"compute_dtype must be a floating dtype such as jnp.bfloat16, got {compute_dtype!r}")
     L = len(params)
     out_dtype = jnp.result_type(params[-1].W)
     cast = (lambda t: t) if compute_dtype is None else (lambda t: t.astype(compute_dtype))
@@ -140,8 +142,13 @@ def loss_from_cache(cache: Cache, y, loss: str):
 
 
 def check_target(params, x, y, loss):
-    """Validate ``y`` against ``x`` and the network's output shape before any compute."""
+    """Validate ``loss``, and ``y`` against ``x`` and the network's output shape, before any compute."""
+    if loss not in ALLOWED_OUTPUTS:
+        raise ValueError(f"unknown loss {loss!r}; valid names: {', '.join(losses.NAMES)}")
     widths = checks.params_chain(params)
+    if loss == "ce" and widths[-1] < 2:
+        raise ValueError(f"loss='ce' needs at least 2 output units (classes), but the last layer has "
+                         f"{widths[-1]}; use loss='bce' with a sigmoid output for a binary task")
     checks.input_matches(widths, x)
     checks.batch_matches(x, y)
     out_shape = jax.ShapeDtypeStruct(jnp.shape(x)[:-1] + (widths[-1],), jnp.result_type(float))
@@ -151,6 +158,15 @@ def check_target(params, x, y, loss):
         checks.target_matches(out_shape, y)
 
 
+def prepare(params, x, y, activation, output_activation, loss, compute_dtype=None, dZ=None):
+    """What every loss-taking function starts with: resolve and check the configuration and shapes,
+    batch ``(x, y)`` and run the forward pass. Returns ``(σ, σ_out, Y, cache)``."""
+    sigma, sigma_out = resolve(activation, output_activation, loss)
+    check_target(params, x, y, loss)
+    X, Y = as_batch(x, y)
+    return sigma, sigma_out, Y, forward_batched(params, X, sigma, sigma_out, dZ, compute_dtype)
+
+
 def loss_fn(params, x, y, *, activation="relu", output_activation=None, loss="mse", compute_dtype=None):
     """The scalar loss of the network on ``(x, y)``; see :mod:`jaxmlp.losses` for where the 1/n lives.
 
@@ -158,10 +174,8 @@ def loss_fn(params, x, y, *, activation="relu", output_activation=None, loss="ms
     ``compute_dtype`` runs the matmuls in that dtype (mixed precision; see :func:`forward_batched`);
     the loss stays in the parameters' dtype.
     """
-    sigma, sigma_out = resolve(activation, output_activation, loss)
-    check_target(params, x, y, loss)
-    X, Y = as_batch(x, y)
-    return loss_from_cache(forward_batched(params, X, sigma, sigma_out, compute_dtype=compute_dtype), Y, loss)
+    _, _, Y, cache = prepare(params, x, y, activation, output_activation, loss, compute_dtype)
+    return loss_from_cache(cache, Y, loss)
 
 
 def collapse_linear(params) -> Layer:

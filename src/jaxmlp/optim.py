@@ -177,7 +177,7 @@ def adam(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8) -> GradientTransformati
         mu = jax.tree.map(lambda g, m: (1 - b1) * g.astype(m.dtype) + b1 * m, grads, state.mu)  # (O4) 1st moment
         nu = jax.tree.map(lambda g, v: (1 - b2) * g.astype(v.dtype) ** 2 + b2 * v, grads, state.nu)  # (O4) 2nd moment
         count = _safe_increment(state.count)  # (O5) step count
-        c1, c2 = 1 - b1**count, 1 - b2**count
+        c1, c2 = 1 - b1**count, 1 - b2**count  # (O6): 1 - β₁ᵗ, 1 - β₂ᵗ
         mu_hat = jax.tree.map(lambda m: m / c1.astype(m.dtype), mu)  # (O6) bias correction
         nu_hat = jax.tree.map(lambda v: v / c2.astype(v.dtype), nu)  # (O6) bias correction
         updates = jax.tree.map(
@@ -189,5 +189,16 @@ def adam(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8) -> GradientTransformati
 
 
 def apply_updates(params, updates):
-    """θ ← θ + u leaf by leaf, each result in its parameter's dtype (as ``optax.apply_updates``)."""
-    return jax.tree.map(lambda p, u: jnp.asarray(p + u).astype(jnp.asarray(p).dtype), params, updates)
+    """θ ← θ + u leaf by leaf, each result in its parameter's dtype (as ``optax.apply_updates``).
+
+    Raises:
+      ValueError: when an update's shape differs from its parameter's (no silent broadcast).
+    """
+
+    def add(path, p, u):
+        if jnp.shape(p) != jnp.shape(u):
+            raise ValueError(f"update {jax.tree_util.keystr(path)} has shape {jnp.shape(u)} but its parameter "
+                             f"has shape {jnp.shape(p)}")
+        return jnp.asarray(p + u).astype(jnp.asarray(p).dtype)  # (O1): θ ← θ + u
+
+    return jax.tree_util.tree_map_with_path(add, params, updates)

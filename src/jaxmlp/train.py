@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxmlp import backprop, checkpoint, checks, mlp, optim
+from jaxmlp import backprop, checkpoint, mlp, optim
 
 
 EVAL_CHUNK = 256  # examples per chunk of the per-epoch evaluation on the training set
@@ -76,10 +76,7 @@ def _value_and_grad(c: _Config) -> Callable:
 
 def evaluate(params, x, y, *, loss, activation="relu", output_activation=None):
     """The loss and, for ``bce``/``ce``, the accuracy of ``params`` on ``(x, y)``, as a dict of scalars."""
-    sigma, sigma_out = mlp.resolve(activation, output_activation, loss)
-    mlp.check_target(params, x, y, loss)
-    X, Y = mlp.as_batch(x, y)
-    cache = mlp.forward_batched(params, X, sigma, sigma_out)
+    _, _, Y, cache = mlp.prepare(params, x, y, activation, output_activation, loss)
     metrics = {"loss": mlp.loss_from_cache(cache, Y, loss)}
     A_L = cache.a[-1]
     if loss == "bce":
@@ -165,6 +162,22 @@ def _run_epochs(params, opt_state, key, x, y, *, optimizer, config, n_epochs):
     return _compiled_epochs(params, opt_state, key, x, y, optimizer=optimizer, config=config, n_epochs=n_epochs)
 
 
+def _positive_or_none(name, value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+        raise ValueError(f"{name} must be None or a positive int, got {name}={value!r}")
+
+
+def _check_fit_options(optimizer, checkpoint_dir, checkpoint_every, epochs_per_call):
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(f"optimizer must be a GradientTransformation with init and update (jaxmlp.optim.adam(...) "
+                        f"or an optax one), got {type(optimizer).__name__}: {optimizer!r}")
+    _positive_or_none("checkpoint_every", checkpoint_every)
+    _positive_or_none("epochs_per_call", epochs_per_call)
+    if checkpoint_dir is not None and checkpoint_every is None:
+        raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} needs checkpoint_every (epochs between "
+                         f"checkpoints); without it nothing would be saved")
+
+
 def _check_run(params, x, y, loss, activation, output_activation, epochs, batch_size, grad):
     mlp.resolve(activation, output_activation, loss)
     mlp.check_target(params, x, y, loss)
@@ -238,6 +251,7 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
       TrainingDiverged: a ``FloatingPointError`` whose ``.params`` are the last finite parameters.
     """
     _check_run(params, x, y, loss, activation, output_activation, epochs, batch_size, grad)
+    _check_fit_options(optimizer, checkpoint_dir, checkpoint_every, epochs_per_call)
     mesh = None if mesh is None else _auto_axes(mesh)
     config = _Config(loss, activation, output_activation, grad, batch_size, compute_dtype, mesh)
     key = jax.random.key(0) if key is None else key
@@ -303,6 +317,10 @@ def fit_ensemble(params_stack, x, y, *, learning_rates, loss, activation="relu",
       ``history["diverged"]`` (shape ``(K,)``) marks it.
     """
     leaves = jax.tree.leaves(params_stack)
+    if not leaves or any(jnp.ndim(W) != 3 or jnp.ndim(b) != 2 for W, b in params_stack):
+        raise ValueError("params_stack must be Layers stacked along a leading axis K (W of shape (K, n_out, n_in), "
+                         "b of shape (K, n_out)), e.g. jax.vmap(lambda k: init_mlp(k, sizes))(keys); got shapes "
+                         f"{[(jnp.shape(W), jnp.shape(b)) for W, b in params_stack]}")
     K = leaves[0].shape[0]
     if any(leaf.shape[:1] != (K,) for leaf in leaves):
         raise ValueError(f"every leaf of params_stack needs the same leading axis K; got shapes "
