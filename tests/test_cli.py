@@ -5,7 +5,6 @@ import io
 import json
 import time
 
-import jax
 import numpy as np
 import pytest
 
