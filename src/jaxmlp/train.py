@@ -259,9 +259,9 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
         _check_axis(mesh, "data", batch_size or jnp.shape(x)[0], "batch_size (or N, for full batch)")
         params, x, y = jax.device_put((params, x, y), NamedSharding(mesh, PartitionSpec()))
     opt_state = optimizer.init(params)
-    start = 0
-    if checkpoint_dir is not None and checkpoint.steps(checkpoint_dir):
-        start = checkpoint.steps(checkpoint_dir)[-1]
+    saved = [] if checkpoint_dir is None else checkpoint.steps(checkpoint_dir)
+    start = saved[-1] if saved else 0
+    if saved:
         params, opt_state, key_data = checkpoint.load(
             checkpoint_dir, start, (params, opt_state, jax.random.key_data(key)))
         key = jax.random.wrap_key_data(jnp.asarray(key_data), impl=jax.random.key_impl(key))
