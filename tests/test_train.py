@@ -18,6 +18,7 @@ import pytest
 
 from jaxmlp import TrainingDiverged, backward, datasets, evaluate, fit, fit_ensemble, forward, init_mlp, loss_fn, optim
 from jaxmlp import train
+from jaxmlp.shuffle import permutation
 
 # The shared small problem: N examples, widths SIZES, a tanh MLP regressed with MSE.
 N, SIZES, ACTIVATION, LOSS = 10, (3, 5, 1), "tanh", "mse"
@@ -79,7 +80,7 @@ def sgd_reference(params, x, y, *, lr, epochs, batch_size, key, keep_partial=Fal
         if batch_size is None:
             batches = [np.arange(n)]
         else:
-            perm = np.asarray(jax.random.permutation(k_perm, n))
+            perm = np.asarray(permutation(k_perm, n))
             stop = n if keep_partial else (n // batch_size) * batch_size
             batches = [perm[i:i + batch_size] for i in range(0, stop, batch_size)]
         for rows in batches:
@@ -423,7 +424,7 @@ def test_manual_and_autodiff_training_agree_on_xor_in_float64(x64):
 @pytest.mark.parametrize("n", [1000, 512, 100], ids=["remainder", "exact-chunks", "under-one-chunk"])
 @pytest.mark.parametrize("loss", ["ce", "mse"])
 def test_chunked_epoch_evaluation_equals_evaluate(x64, n, loss):
-    """fit's per-epoch metrics are evaluated 256 examples at a time; the recombined means are exact."""
+    """fit's per-epoch metrics may be evaluated in chunks (here of 256); the recombined means are exact."""
     from jaxmlp.train import _evaluate_in_chunks
 
     rng = np.random.default_rng(0)

@@ -9,11 +9,12 @@ Module layout (imports run one way, top to bottom of this list):
 - verification against autodiff: :mod:`~jaxmlp.gradcheck` (``check_gradients``, layer-wise deltas,
   the zero-init symmetry diagnostic);
 - optimizers, which know only pytrees: :mod:`~jaxmlp.optim`;
-- training on top: :mod:`~jaxmlp.train` (``fit``, ``fit_ensemble``), :mod:`~jaxmlp.datasets`,
+- training on top: :mod:`~jaxmlp.shuffle` (the epoch permutation), :mod:`~jaxmlp.train` (``fit``,
+  ``fit_ensemble``), :mod:`~jaxmlp.datasets`,
   :mod:`~jaxmlp.cli`.
 """
 
-from jaxmlp import activations, datasets, initializers, losses, optim
+from jaxmlp import activations, datasets, initializers, losses, optim, shuffle
 from jaxmlp.backprop import backward, per_example_grads
 from jaxmlp.gradcheck import check_gradients, compare_deltas, symmetry
 from jaxmlp.mlp import collapse_linear, forward, forward_with_cache, init_mlp, loss_fn
@@ -41,6 +42,7 @@ __all__ = [
     "losses",
     "optim",
     "per_example_grads",
+    "shuffle",
     "symmetry",
 ]
 __version__ = "0.1.0"

@@ -16,10 +16,14 @@ or a progress callback asks for fewer), run inside one compiled program (``lax.s
 is cached on the shapes and the static configuration: a second :func:`fit` with the same shapes,
 configuration and optimizer does not recompile.
 
+The permutation is :func:`jaxmlp.shuffle.permutation` (a keyed Feistel bijection, no sort): the sort
+behind ``jax.random.permutation`` cost more than the epoch's steps on the lesson's small MLPs.
+
 After every epoch the loss (and, for classification, the accuracy) is evaluated on the whole training
-set with the epoch's final parameters, ``EVAL_CHUNK`` examples at a time; that is ``history["loss"]``.
-It costs one forward pass over the training set per epoch, about a third of an epoch's steps when an
-epoch has few minibatches, and it makes the divergence check exact.
+set with the epoch's final parameters; that is ``history["loss"]``. It costs one forward pass over the
+training set per epoch (a third of the epoch's FLOPs) and makes the divergence check exact. The
+evaluation runs in chunks of examples whose activations, over all models of an ensemble, fit in
+``EVAL_BUDGET`` numbers, so its memory does not grow with N (one chunk when N is small).
 
 Long jobs lose nothing. A checkpoint of (params, optimizer state, key, epoch, history) can be written
 atomically every ``checkpoint_every`` epochs and a rerun with the same ``checkpoint_dir`` resumes from
@@ -38,10 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxmlp import backprop, checkpoint, mlp, optim
+from jaxmlp import backprop, checkpoint, mlp, optim, shuffle
 
 
-EVAL_CHUNK = 256  # examples per chunk of the per-epoch evaluation on the training set
+EVAL_BUDGET = 1 << 22  # activations (numbers) of one chunk of the per-epoch evaluation, all models together
 
 
 class TrainingDiverged(FloatingPointError):
@@ -64,6 +68,7 @@ class _Config:
     batch_size: int | None
     compute_dtype: Any = None
     mesh: Any = None  # a jax.sharding.Mesh with a "data" axis: minibatches are sharded over it
+    eval_chunk: int = 1 << 30  # examples per chunk of the per-epoch evaluation (see _eval_chunk)
 
 
 def _value_and_grad(c: _Config) -> Callable:
@@ -106,6 +111,12 @@ def _evaluate_in_chunks(params, x, y, chunk: int, **kw):
     return jax.tree.map(lambda t: t / N, total)
 
 
+def _eval_chunk(params, n_models: int = 1) -> int:
+    """Examples per evaluation chunk: ``EVAL_BUDGET`` over the activations of one example (all layers, all models)."""
+    widths = params[0].W.shape[-1] + sum(layer.W.shape[-2] for layer in params)
+    return max(1, EVAL_BUDGET // (n_models * widths))
+
+
 def _all_finite(tree):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
@@ -128,7 +139,7 @@ def _epochs(params, opt_state, key, x, y, *, optimizer, config: _Config, n_epoch
         if config.batch_size is None:
             batches = (x[None], y[None])
         else:
-            idx = jax.random.permutation(k_perm, N)[: (N // B) * B].reshape(N // B, B)
+            idx = shuffle.permutation(k_perm, N)[: (N // B) * B].reshape(N // B, B)
             batches = (x[idx], y[idx])  # the last partial batch is dropped
         if config.mesh is not None:  # split every minibatch over the "data" axis; XLA adds the all-reduce
             spec = NamedSharding(config.mesh, PartitionSpec(None, "data"))
@@ -139,7 +150,7 @@ def _epochs(params, opt_state, key, x, y, *, optimizer, config: _Config, n_epoch
             rows = NamedSharding(config.mesh, PartitionSpec("data"))
             metrics = evaluate(params, *(jax.lax.with_sharding_constraint(t, rows) for t in (x, y)), **kw)
         else:
-            metrics = _evaluate_in_chunks(params, x, y, EVAL_CHUNK, **kw)
+            metrics = _evaluate_in_chunks(params, x, y, config.eval_chunk, **kw)
         finite = jnp.isfinite(metrics["loss"]) & _all_finite(params)
         good = jax.tree.map(lambda new, old: jnp.where(finite, new, old), params, good)
         return (params, opt_state, key, good), (metrics, finite)
@@ -253,7 +264,7 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
     _check_run(params, x, y, loss, activation, output_activation, epochs, batch_size, grad)
     _check_fit_options(optimizer, checkpoint_dir, checkpoint_every, epochs_per_call)
     mesh = None if mesh is None else _auto_axes(mesh)
-    config = _Config(loss, activation, output_activation, grad, batch_size, compute_dtype, mesh)
+    config = _Config(loss, activation, output_activation, grad, batch_size, compute_dtype, mesh, _eval_chunk(params))
     key = jax.random.key(0) if key is None else key
     if mesh is not None:
         _check_axis(mesh, "data", batch_size or jnp.shape(x)[0], "batch_size (or N, for full batch)")
@@ -330,7 +341,8 @@ def fit_ensemble(params_stack, x, y, *, learning_rates, loss, activation="relu",
         raise ValueError(f"learning_rates must have shape (K,) = ({K},), got shape {learning_rates.shape}")
     first = jax.tree.map(lambda leaf: leaf[0], params_stack)
     _check_run(first, x, y, loss, activation, output_activation, epochs, batch_size, grad)
-    config = _Config(loss, activation, output_activation, grad, batch_size, compute_dtype)
+    config = _Config(loss, activation, output_activation, grad, batch_size, compute_dtype,
+                     eval_chunk=_eval_chunk(params_stack, K))
     key = jax.random.key(0) if key is None else key
     learning_rates = learning_rates.astype(leaves[0].dtype)
     if mesh is not None:
