@@ -156,6 +156,25 @@ def test_backward_equals_autodiff_jitted(pair, float_dtype):
     assert_same_value_and_grads(*both_ways(params, x, y, activation="leaky_relu", **kw), float_dtype)
 
 
+@pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
+def test_materialized_transpose_path_equals_autodiff(pair, float_dtype, monkeypatch):
+    """With MATERIALIZE_MIN = 1 every (B3) takes the CPU path that writes Δ[l]ᵀ out first; the
+    gradients still equal jax.grad's, jitted, and under vmap over a stack of two models."""
+    from jaxmlp import backprop
+
+    monkeypatch.setattr(backprop, "MATERIALIZE_MIN", 1)
+    params, x, y, kw = problem(pair, "random", float_dtype)
+    lowered = jax.jit(partial(jaxmlp.backward, activation="tanh", **kw)).lower(params, x, y).as_text()
+    assert "optimization_barrier" in lowered  # the path under test is the one taken
+    assert_same_value_and_grads(*both_ways(params, x, y, activation="tanh", **kw), float_dtype)
+    stack = jax.tree_util.tree_map(lambda leaf: jnp.stack([leaf, 2 * leaf]), params)
+    vmapped = jax.jit(jax.vmap(partial(_both_ways, kw=dict(activation="tanh", **kw)), in_axes=(0, None, None)))
+    (values, grads), (ref_values, ref_grads) = vmapped(stack, x, y)
+    for i in range(2):
+        pick = partial(jax.tree_util.tree_map, lambda leaf: leaf[i])
+        assert_same_value_and_grads((values[i], pick(grads)), (ref_values[i], pick(ref_grads)), float_dtype)
+
+
 def test_kink_case_reaches_the_kink(x64):
     """Guard against a vacuous kink case: z[1] is exactly 0 and σ'(0) multiplies a nonzero δ."""
     params, x, y, kw = problem(PAIRS[0], "kink")

@@ -33,6 +33,15 @@ only multiply and *sum*, so the batch sums of (B3)-(B4) are already the gradient
 The fused forms (B1-bce), (B1-ce) are where the sigmoid's σ(1-σ) and the softmax Jacobian cancel
 against the log of the cross-entropy; they avoid ever forming ∂L/∂a = -y/a, which overflows.
 
+**How (B3) is computed.** Δ[l]ᵀ A[l-1] contracts over the batch, the leading axis of both operands.
+Left to itself, XLA folds the transpose into the matmul; XLA:CPU then runs a transposed-operand
+product that is slower and, on [784, 512, 512, 10] at batch 256, keeps one more activation-sized
+buffer alive (1.16× jax.grad's temp memory). On CPU, for Δ[l] of at least ``MATERIALIZE_MIN``
+numbers, :func:`_weight_grad` therefore writes Δ[l]ᵀ out first (an optimization barrier), so (B3)
+is a plain matmul: the temp memory then equals jax.grad's and the step is no slower. Small Δ[l] (the
+lesson's seed MLP) keep the fused form, where the extra copy would cost more than it saves, and
+other platforms keep it too (their matmuls take transposed operands at no cost).
+
 **Per-example gradients.** With the per-example loss ℓ_b (n = C for MSE/BCE, n = 1 for CE), the same
 recursion gives every example's δ at once, and (B3) becomes the outer product per row,
 ∂ℓ_b/∂W[l] = Δ[l]_b ⊗ A[l-1]_b, with no loop over examples; their batch mean is the gradient of L.
@@ -40,11 +49,23 @@ recursion gives every example's δ at once, and (B3) becomes the outer product p
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from jaxmlp import losses
 from jaxmlp.mlp import loss_from_cache, prepare
 from jaxmlp.types import Cache, Layer
+
+
+MATERIALIZE_MIN = 1 << 14  # Δ[l] with at least this many numbers get Δ[l]ᵀ written out on CPU, see above
+
+
+def _weight_grad(delta_l, A_prev):
+    """(B3): ∂L/∂W[l] = Δ[l]ᵀ A[l-1], with Δ[l]ᵀ materialized on CPU when Δ[l] is large (see the module doc)."""
+    delta_T = delta_l.astype(A_prev.dtype).T
+    if delta_T.size >= MATERIALIZE_MIN:
+        delta_T = jax.lax.platform_dependent(delta_T, cpu=jax.lax.optimization_barrier, default=lambda d: d)
+    return delta_T @ A_prev  # (B3)
 
 
 def _output_delta(cache: Cache, Y, sigma_out, loss: str, per_example: bool):
@@ -97,7 +118,7 @@ def backward(params, x, y, *, activation="relu", output_activation=None, loss="m
     grads = []
     for l, (W, b) in enumerate(params, start=1):
         A_prev = cache.a[l - 1]
-        dW = delta[l].astype(A_prev.dtype).T @ A_prev  # (B3): ∂L/∂W[l] = Δ[l]ᵀ A[l-1]
+        dW = _weight_grad(delta[l], A_prev)  # (B3): ∂L/∂W[l] = Δ[l]ᵀ A[l-1]
         db = jnp.sum(delta[l], axis=0)  # (B4): ∂L/∂b[l] = 1ᵀ Δ[l]
         grads.append(Layer(W=dW.astype(W.dtype), b=db.astype(b.dtype)))
     return loss_from_cache(cache, Y, loss), type(params)(grads)
