@@ -10,7 +10,11 @@ in the same ``lax.scan`` harness as ``jax-optax-vmap`` so that only the step dif
   1.5× faster than the "NT" ``A @ W.T`` of ``(K, n_out, n_in)`` weights in isolation. The first layer
   folds K into the matmul's free dimension, since every model sees the same X: one
   ``(B, n_0) @ (n_0, K·n_1)`` product forward and one ``(n_0, B) @ (B, K·n_1)`` for ∂L/∂W[1]. (XLA
-  already finds this folding by itself in ``jaxmlp-vmap``: its HLO has the same two GEMMs.)
+  already finds this folding by itself in ``jaxmlp-vmap``: its HLO has the same two GEMMs.) The
+  weight gradient ``Σ_b A[b,i] Δ[b,o]`` contracts the batch, the major axis of both operands; XLA:CPU
+  runs that batched "TN" product per matrix at 2.8 µs per model-step for the 64 × 32 layer, against
+  1.4 µs for writing A[l]ᵀ out first (an optimization barrier keeps XLA from folding the transpose
+  back) and an "NN" product. At K = 256 that took this step from 12.8 to 11.2 µs per model-step.
 """
 
 from __future__ import annotations
@@ -77,7 +81,8 @@ def folded_loss_and_grads(Ws, bs, X, Y, loss):
         delta = (jnp.exp(logp) - onehot[None]) / B  # (B1-ce)
     dWs, dbs = [None] * L, [None] * L
     for l in range(L - 1, 0, -1):
-        dWs[l] = jnp.einsum("kbi,kbo->kio", A[l], delta)  # (B3)
+        A_T = jax.lax.optimization_barrier(jnp.swapaxes(A[l], 1, 2))  # A[l]ᵀ written out: (B3) becomes "NN"
+        dWs[l] = jnp.einsum("kib,kbo->kio", A_T, delta)  # (B3)
         dbs[l] = jnp.sum(delta, axis=1)  # (B4)
         delta = jnp.einsum("kbo,kio->kbi", delta, Ws[l]) * (Zs[l] > 0 if l > 1 else  # (B2)
                                                              jnp.transpose(Zs[1], (1, 0, 2)) > 0)

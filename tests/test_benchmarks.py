@@ -70,3 +70,28 @@ def test_documented_peaks_give_mfu():
     stats = dict(us_per_step=cfg.step_flops / 989e12 * 1e6, us_min=0.0, us_max=0.0)
     row = suite._row(stats, "x", cfg, 1, {"float32": 1.0}, p)
     assert row["mfu_bf16"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_folded_ensemble_gradients_equal_vmapped_backward(x64, loss):
+    """The experimental folded step must compute what it is compared with: K models' gradients as
+    ``vmap(jaxmlp.backward)`` gives them (float64, relative 1e-12), in its own weight layout."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxmlp
+    from benchmarks.experimental import folded_init, folded_loss_and_grads
+    from benchmarks.systems import Config, data
+
+    cfg = Config("t", (5, 7, 6, 3 if loss == "ce" else 1), 8, loss, "float64")
+    K = 3
+    Ws, bs = folded_init(cfg, K)
+    x, y = data(cfg, cfg.batch)
+    per_model, (dWs, dbs) = folded_loss_and_grads(Ws, bs, x, y, loss)
+    params = jax.vmap(lambda k: jaxmlp.init_mlp(k, cfg.sizes, dtype=jnp.float64))(jax.random.split(jax.random.key(0), K))
+    ref_loss, ref = jax.vmap(lambda p: jaxmlp.backward(p, x, y, activation="relu", loss=loss))(params)
+    np.testing.assert_allclose(per_model, ref_loss, rtol=1e-12)
+    for l, layer in enumerate(ref):
+        dW = jnp.transpose(dWs[l], (1, 2, 0) if l == 0 else (0, 2, 1))  # back to (K, n_out, n_in)
+        np.testing.assert_allclose(dW, layer.W, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(dbs[l], layer.b, rtol=1e-12, atol=1e-15)
