@@ -9,7 +9,6 @@ so the test is deterministic, not flaky). The same test fails on a 3-bit domain,
 from collections import Counter
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
