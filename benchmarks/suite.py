@@ -101,7 +101,7 @@ def _benches(cfg: Config, device: str, p: Plan) -> list[harness.Bench]:
     benches = [systems.jaxmlp_step(cfg, "manual")] + ([] if lean else [systems.jaxmlp_step(cfg, "autodiff")])
     benches.append(systems.reference_step(cfg))
     if (cfg.name, cfg.batch) in p.fit_at:
-        benches.append(systems.jaxmlp_fit(cfg, p.fit_flops))
+        benches += [systems.jaxmlp_fit(cfg, p.fit_flops, metrics) for metrics in ("full", "minibatch")]
     if p.peers:
         benches += [b for b in [peers.torch_eager_step(cfg, device)] if b] if lean else peers.build_peers(cfg, device)
     return benches
@@ -110,8 +110,9 @@ def _benches(cfg: Config, device: str, p: Plan) -> list[harness.Bench]:
 def _ensemble_benches(cfg: Config, K: int, device: str, p: Plan) -> list[harness.Bench]:
     n = p.ensemble_steps
     per_epoch = max(1, min(64, n))
-    benches = [systems.jaxmlp_fit_ensemble(cfg, K, epochs=max(1, n // per_epoch), per_epoch=per_epoch),
-               systems.reference_vmap_ensemble(cfg, K, n),
+    benches = [systems.jaxmlp_fit_ensemble(cfg, K, epochs=max(1, n // per_epoch), per_epoch=per_epoch, metrics=m)
+               for m in ("full", "minibatch")]
+    benches += [systems.reference_vmap_ensemble(cfg, K, n),
                experimental.manual_vmap_ensemble(cfg, K, n),
                experimental.folded_ensemble(cfg, K, n)]
     if p.peers:
@@ -174,8 +175,10 @@ def ratios(rows) -> list[dict]:
         groups[(r["config"], r["batch"], r["K"])][r["system"]] = r
     pairs = [("manual/ref", "jaxmlp-manual", "jax-optax"), ("manual/autodiff", "jaxmlp-manual", "jaxmlp-autodiff"),
              ("manual/torch", "jaxmlp-manual", "torch-eager"), ("fit/loop", "jaxmlp-fit", "jaxmlp-manual"),
+             ("fit-minibatch/loop", "jaxmlp-fit-minibatch", "jaxmlp-manual"),
              ("fit_ensemble/optax-vmap", "jaxmlp-fit_ensemble", "jax-optax-vmap"),
              ("fit_ensemble/torch-func", "jaxmlp-fit_ensemble", "torch-func-vmap"),
+             ("fit_ensemble-minibatch/optax-vmap", "jaxmlp-fit_ensemble-minibatch", "jax-optax-vmap"),
              ("vmap/optax-vmap", "jaxmlp-vmap", "jax-optax-vmap"), ("folded/vmap", "folded", "jaxmlp-vmap")]
     out = []
     for (config, batch, K), g in groups.items():
@@ -187,8 +190,9 @@ def ratios(rows) -> list[dict]:
         temps = [g.get(s, {}).get("temp_bytes") for s in ("jaxmlp-manual", "jax-optax")]
         if all(temps):
             line["temp manual/ref"] = temps[0] / temps[1]
-        if "jaxmlp-fit_ensemble" in g:
-            line["fit_ensemble us/model-step"] = g["jaxmlp-fit_ensemble"]["us_per_step"]
+        for s in ("jaxmlp-fit_ensemble", "jaxmlp-fit_ensemble-minibatch"):
+            if s in g:
+                line[s.removeprefix("jaxmlp-") + " us/model-step"] = g[s]["us_per_step"]
         out.append(line)
     return out
 

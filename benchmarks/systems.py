@@ -7,9 +7,12 @@ MSE for a one-output config, softmax cross-entropy on integer labels otherwise.
 - ``jaxmlp-autodiff``: the same with ``jax.value_and_grad(jaxmlp.loss_fn)``;
 - ``jax-optax``: an independent plain-JAX MLP (weights ``(in, out)``, ``x @ w + b``), ``jax.grad`` and
   ``optax.adam``: the reference;
-- ``jaxmlp-fit``: ``jaxmlp.fit`` (whole epochs in one program) divided by its number of steps;
+- ``jaxmlp-fit``: ``jaxmlp.fit`` (whole epochs in one program) divided by its number of steps, with its
+  default per-epoch evaluation on the whole training set; ``jaxmlp-fit-minibatch`` with
+  ``metrics="minibatch"`` (the running mean of the steps' own losses, no extra forward pass);
 - ensembles of K models on one shared minibatch, µs per *model*-step: ``jaxmlp-fit_ensemble``,
-  ``jax-optax-vmap`` (``vmap`` of the reference step over K, ``lax.scan`` over steps).
+  ``jaxmlp-fit_ensemble-minibatch`` (``metrics="minibatch"``), ``jax-optax-vmap`` (``vmap`` of the
+  reference step over K, ``lax.scan`` over steps).
 
 A config's ``dtype`` is the compute dtype. jaxmlp keeps its parameters in it (its Adam holds float32
 moments); the reference keeps float32 master weights and casts to the compute dtype in the loss.
@@ -99,34 +102,38 @@ def _fit_shape(cfg: Config, target_flops: float):
     return per_epoch, max(1, steps // per_epoch)
 
 
-def jaxmlp_fit(cfg: Config, target_flops: float = 2e9) -> Bench:
+def _suffix(metrics: str) -> str:
+    return "" if metrics == "full" else "-" + metrics
+
+
+def jaxmlp_fit(cfg: Config, target_flops: float = 2e9, metrics: str = "full") -> Bench:
     per_epoch, epochs = _fit_shape(cfg, target_flops)
     params = jaxmlp.init_mlp(jax.random.key(0), cfg.sizes, dtype=cfg.jdtype)
     x, y = data(cfg, cfg.batch * per_epoch)
     optimizer = optim.adam(LR)
     run = partial(jaxmlp.fit, optimizer=optimizer, loss=cfg.loss, activation="relu", epochs=epochs,
-                  batch_size=cfg.batch, key=jax.random.key(2))
+                  batch_size=cfg.batch, key=jax.random.key(2), metrics=metrics)
 
     def call():
         return run(params, x, y)[0]
 
-    note = f"{epochs} epochs x {per_epoch} steps per call; includes fit's per-epoch full-set evaluation"
-    return Bench("jaxmlp-fit", call, per_epoch * epochs, note=note)
+    note = f"{epochs} epochs x {per_epoch} steps per call; metrics={metrics!r}"
+    return Bench("jaxmlp-fit" + _suffix(metrics), call, per_epoch * epochs, note=note)
 
 
-def jaxmlp_fit_ensemble(cfg: Config, K: int, epochs: int = 1, per_epoch: int = 64) -> Bench:
+def jaxmlp_fit_ensemble(cfg: Config, K: int, epochs: int = 1, per_epoch: int = 64, metrics: str = "full") -> Bench:
     keys = jax.random.split(jax.random.key(0), K)
     params = jax.vmap(lambda k: jaxmlp.init_mlp(k, cfg.sizes, dtype=cfg.jdtype))(keys)
     lrs = jnp.geomspace(1e-4, 1e-2, K)
     x, y = data(cfg, cfg.batch * per_epoch)
     run = partial(jaxmlp.fit_ensemble, learning_rates=lrs, loss=cfg.loss, activation="relu", epochs=epochs,
-                  batch_size=cfg.batch, key=jax.random.key(2))
+                  batch_size=cfg.batch, key=jax.random.key(2), metrics=metrics)
 
     def call():
         return run(params, x, y)[0]
 
-    note = f"K={K}; {epochs} epochs x {per_epoch} steps per call; includes per-epoch evaluation"
-    return Bench("jaxmlp-fit_ensemble", call, K * epochs * per_epoch, note=note)
+    note = f"K={K}; {epochs} epochs x {per_epoch} steps per call; metrics={metrics!r}"
+    return Bench("jaxmlp-fit_ensemble" + _suffix(metrics), call, K * epochs * per_epoch, note=note)
 
 
 # ---- the reference: plain JAX + optax ------------------------------------------------------------------

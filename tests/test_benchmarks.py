@@ -50,9 +50,9 @@ def test_every_system_and_gpu_config_is_run(result):
         assert (system, "seed", "float32") in seen  # mse, float32
     for system in ("jaxmlp-manual", "jax-optax"):
         assert (system, "mnist-bf16", "bfloat16") in seen  # ce, and the GPU plan's bf16 configs
-    assert ("jaxmlp-fit", "seed", "float32") in seen
-    ensembles = {s for s, c, _ in seen if c == "seed"} & {"jaxmlp-fit_ensemble", "jax-optax-vmap", "folded"}
-    assert len(ensembles) == 3
+    assert {("jaxmlp-fit", "seed", "float32"), ("jaxmlp-fit-minibatch", "seed", "float32")} <= seen
+    ensembles = {"jaxmlp-fit_ensemble", "jaxmlp-fit_ensemble-minibatch", "jax-optax-vmap", "folded"}
+    assert ensembles <= {s for s, c, _ in seen if c == "seed"}
 
 
 def test_machine_versions_and_plots(result):

@@ -237,6 +237,84 @@ def test_divergence_keeps_the_last_finite_parameters(epochs_per_call, problem32)
     np.testing.assert_array_equal(err.history["loss"][:-1], history["loss"])
 
 
+# --- metrics="minibatch" -------------------------------------------------------------------------------
+
+
+def minibatch_metrics_reference(params, x, y, *, lr, epochs, batch_size, key, loss, activation):
+    """Per epoch, the mean over its minibatches of each one's loss (and accuracy) before its SGD step,
+    in a Python loop over the same permutations as :func:`sgd_reference`; metrics by textbook formulas."""
+    history = {"loss": [], "accuracy": []}
+    step = jax.jit(lambda p, xb, yb: jax.tree.map(
+        lambda w, g: w - lr * g, p, backward(p, xb, yb, activation=activation, loss=loss)[1]))
+    n = x.shape[0]
+    for _ in range(epochs):
+        key, k_perm = jax.random.split(key)
+        perm = np.asarray(permutation(k_perm, n))
+        losses, accuracies = [], []
+        for i in range(0, (n // batch_size) * batch_size, batch_size):
+            rows = perm[i:i + batch_size]
+            logits = np.asarray(forward(params, x[rows], activation=activation, output_activation="identity"))
+            target = np.asarray(y[rows])
+            if loss == "mse":
+                losses.append(np.mean((logits - target) ** 2))
+            else:
+                shifted = logits - logits.max(axis=1, keepdims=True)
+                log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+                losses.append(-np.mean(log_p[np.arange(len(rows)), target]))
+                accuracies.append(np.mean(logits.argmax(axis=1) == target))
+            params = step(params, x[rows], y[rows])
+        history["loss"].append(np.mean(losses))
+        history["accuracy"].append(np.mean(accuracies) if accuracies else np.nan)
+    return params, history
+
+
+@pytest.mark.parametrize("grad", ["manual", "autodiff"])
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_minibatch_metrics_are_the_running_mean_of_the_steps(x64, loss, grad):
+    n_out = 3 if loss == "ce" else 1
+    params, x, _ = make_problem(jnp.float64, n=24, sizes=(3, 5, n_out))
+    rng = np.random.default_rng(5)
+    y = (jnp.asarray(rng.integers(0, 3, 24), jnp.int32) if loss == "ce"
+         else jnp.asarray(rng.standard_normal((24, 1))))
+    kw = dict(lr=0.1, epochs=EPOCHS, batch_size=5, key=jax.random.key(SEED), loss=loss, activation=ACTIVATION)
+    trained, history = fit(params, x, y, optimizer=SGD, loss=loss, activation=ACTIVATION, epochs=EPOCHS,
+                           batch_size=5, key=jax.random.key(SEED), grad=grad, metrics="minibatch")
+    expected_params, expected = minibatch_metrics_reference(params, x, y, **kw)
+    assert max_rel(trained, expected_params) < 1e-10
+    np.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-10)
+    if loss == "ce":
+        np.testing.assert_allclose(history["accuracy"], expected["accuracy"], rtol=1e-6)  # accuracy is float32
+        assert 0 < history["accuracy"].min() < 1  # some right and some wrong: the comparison can tell
+    else:
+        assert set(history) == {"loss", "epoch"}
+    # The training itself does not depend on how it is reported.
+    full_params, full_history = fit(params, x, y, optimizer=SGD, loss=loss, activation=ACTIVATION, epochs=EPOCHS,
+                                    batch_size=5, key=jax.random.key(SEED), grad=grad)
+    assert max_rel(trained, full_params) < 1e-12
+    assert np.max(np.abs(full_history["loss"] - history["loss"])) > 1e-6  # the two metrics differ
+
+
+def test_minibatch_metrics_still_detect_divergence(problem32):
+    """The running mean sees the loss before each step, so it reports the blow-up an epoch or so later."""
+    with pytest.raises(TrainingDiverged) as caught:
+        run(*problem32, optimizer=DIVERGING, metrics="minibatch", epochs=10)
+    assert caught.value.epoch >= 3
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(caught.value.params))
+    assert np.isfinite(caught.value.history["loss"][:-1]).all() and not np.isfinite(caught.value.history["loss"][-1])
+
+
+def test_ensemble_minibatch_metrics_equal_fit_alone():
+    K = len(LEARNING_RATES)
+    params, x, y = make_problem(jnp.float32)
+    stack = jax.vmap(lambda k: init_mlp(k, SIZES, init="xavier"))(jax.random.split(jax.random.key(1), K))
+    _, history = fit_ensemble(stack, x, y, learning_rates=LEARNING_RATES, loss=LOSS, activation=ACTIVATION,
+                              epochs=EPOCHS, batch_size=BATCH, key=jax.random.key(SEED), metrics="minibatch")
+    assert history["loss"].shape == (EPOCHS, K)
+    for i, optimizer in enumerate(ENSEMBLE_OPTIMIZERS):
+        _, alone = run(model(stack, i), x, y, optimizer=optimizer, metrics="minibatch")
+        np.testing.assert_allclose(history["loss"][:, i], alone["loss"], rtol=TOL[jnp.float32])
+
+
 # --- input checks ---------------------------------------------------------------------------------------
 
 
@@ -250,8 +328,10 @@ def test_divergence_keeps_the_last_finite_parameters(epochs_per_call, problem32)
         (dict(batch_size=2.0), "batch_size"),
         (dict(epochs=-1), "epochs"),
         (dict(epochs=1.5), "epochs"),
+        (dict(metrics="test"), "metrics must be one of"),
     ],
-    ids=["grad", "batch-0", "batch-over-N", "batch-bool", "batch-float", "epochs-negative", "epochs-float"],
+    ids=["grad", "batch-0", "batch-over-N", "batch-bool", "batch-float", "epochs-negative", "epochs-float",
+         "metrics"],
 )
 def test_fit_rejects_bad_arguments(overrides, match, problem32):
     with pytest.raises(ValueError, match=match):

@@ -113,6 +113,14 @@ def backward(params, x, y, *, activation="relu", output_activation=None, loss="m
     Returns:
       ``(loss, grads)``, ``grads`` the same pytree as ``params`` (a tuple of ``Layer(dW, db)``).
     """
+    value, grads, _, _ = backward_with_cache(params, x, y, activation=activation, output_activation=output_activation,
+                                             loss=loss, compute_dtype=compute_dtype)
+    return value, grads
+
+
+def backward_with_cache(params, x, y, *, activation="relu", output_activation=None, loss="mse", compute_dtype=None):
+    """:func:`backward`, also returning the forward pass it ran: ``(loss, grads, cache, Y)``, with ``Y`` the
+    batched target (for metrics of the same forward pass, e.g. a training loop's minibatch accuracy)."""
     sigma, sigma_out, Y, cache = prepare(params, x, y, activation, output_activation, loss, compute_dtype)
     delta = _deltas(params, cache, Y, sigma, sigma_out, loss)
     grads = []
@@ -121,7 +129,7 @@ def backward(params, x, y, *, activation="relu", output_activation=None, loss="m
         dW = _weight_grad(delta[l], A_prev)  # (B3): ∂L/∂W[l] = Δ[l]ᵀ A[l-1]
         db = jnp.sum(delta[l], axis=0)  # (B4): ∂L/∂b[l] = 1ᵀ Δ[l]
         grads.append(Layer(W=dW.astype(W.dtype), b=db.astype(b.dtype)))
-    return loss_from_cache(cache, Y, loss), type(params)(grads)
+    return loss_from_cache(cache, Y, loss), type(params)(grads), cache, Y
 
 
 def per_example_grads(params, x, y, *, activation="relu", output_activation=None, loss="mse"):

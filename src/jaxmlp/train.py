@@ -19,11 +19,18 @@ configuration and optimizer does not recompile.
 The permutation is :func:`jaxmlp.shuffle.permutation` (a keyed Feistel bijection, no sort): the sort
 behind ``jax.random.permutation`` cost more than the epoch's steps on the lesson's small MLPs.
 
-After every epoch the loss (and, for classification, the accuracy) is evaluated on the whole training
-set with the epoch's final parameters; that is ``history["loss"]``. It costs one forward pass over the
-training set per epoch (a third of the epoch's FLOPs) and makes the divergence check exact. The
-evaluation runs in chunks of examples whose activations, over all models of an ensemble, fit in
-``EVAL_BUDGET`` numbers, so its memory does not grow with N (one chunk when N is small).
+``history["loss"]`` (and, for classification, ``["accuracy"]``) has one entry per epoch, computed as
+``metrics`` says:
+
+- ``"full"`` (default): on the whole training set with the epoch's final parameters. It costs one
+  forward pass over the training set per epoch, a third of the epoch's FLOPs. It runs in chunks of
+  examples whose activations, over all models of an ensemble, fit in ``EVAL_BUDGET`` numbers, so its
+  memory does not grow with N (one chunk when N is small).
+- ``"minibatch"``: the mean over the epoch's minibatches of each one's loss and accuracy, from the
+  forward pass of its step (T1), at the parameters before that step: the running average that Keras
+  and most training loops report. It costs nothing extra; it lags the parameters by half an epoch.
+
+Either way, an epoch whose metrics or parameters are not finite counts as diverged.
 
 Long jobs lose nothing. A checkpoint of (params, optimizer state, key, epoch, history) can be written
 atomically every ``checkpoint_every`` epochs and a rerun with the same ``checkpoint_dir`` resumes from
@@ -69,27 +76,49 @@ class _Config:
     compute_dtype: Any = None
     mesh: Any = None  # a jax.sharding.Mesh with a "data" axis: minibatches are sharded over it
     eval_chunk: int = 1 << 30  # examples per chunk of the per-epoch evaluation (see _eval_chunk)
+    metrics: str = "full"  # "full": the whole training set after each epoch; "minibatch": the steps' running mean
 
 
-def _value_and_grad(c: _Config) -> Callable:
+METRICS = ("full", "minibatch")
+
+
+def _loss_grads_output(c: _Config) -> Callable:
+    """(T1) for a minibatch: ``(params, x, y) -> (loss, grads, A[L], Y)``, the output kept for metrics."""
     kw = dict(activation=c.activation, output_activation=c.output_activation, loss=c.loss,
               compute_dtype=c.compute_dtype)
     if c.grad == "manual":
-        return partial(backprop.backward, **kw)
-    return jax.value_and_grad(partial(mlp.loss_fn, **kw))
+        def manual(params, x, y):
+            value, grads, cache, Y = backprop.backward_with_cache(params, x, y, **kw)
+            return value, grads, cache.a[-1], Y
+
+        return manual
+
+    def loss_and_output(params, x, y):
+        _, _, Y, cache = mlp.prepare(params, x, y, kw["activation"], kw["output_activation"], c.loss, c.compute_dtype)
+        return mlp.loss_from_cache(cache, Y, c.loss), (cache.a[-1], Y)
+
+    def autodiff(params, x, y):
+        (value, (A_L, Y)), grads = jax.value_and_grad(loss_and_output, has_aux=True)(params, x, y)
+        return value, grads, A_L, Y
+
+    return autodiff
 
 
-def evaluate(params, x, y, *, loss, activation="relu", output_activation=None):
-    """The loss and, for ``bce``/``ce``, the accuracy of ``params`` on ``(x, y)``, as a dict of scalars."""
-    _, _, Y, cache = mlp.prepare(params, x, y, activation, output_activation, loss)
-    metrics = {"loss": mlp.loss_from_cache(cache, Y, loss)}
-    A_L = cache.a[-1]
+def _metrics(value, A_L, Y, loss: str) -> dict:
+    """The loss ``value`` and, for ``bce``/``ce``, the accuracy of the outputs ``A_L`` against ``Y``."""
+    metrics = {"loss": value}
     if loss == "bce":
         metrics["accuracy"] = jnp.mean(((A_L > 0.5) == (Y > 0.5)).astype(jnp.float32))
     elif loss == "ce":
         labels = Y if jnp.issubdtype(Y.dtype, jnp.integer) else jnp.argmax(Y, axis=-1)
         metrics["accuracy"] = jnp.mean((jnp.argmax(A_L, axis=-1) == labels).astype(jnp.float32))
     return metrics
+
+
+def evaluate(params, x, y, *, loss, activation="relu", output_activation=None):
+    """The loss and, for ``bce``/``ce``, the accuracy of ``params`` on ``(x, y)``, as a dict of scalars."""
+    _, _, Y, cache = mlp.prepare(params, x, y, activation, output_activation, loss)
+    return _metrics(mlp.loss_from_cache(cache, Y, loss), cache.a[-1], Y, loss)
 
 
 def _evaluate_in_chunks(params, x, y, chunk: int, **kw):
@@ -123,15 +152,16 @@ def _all_finite(tree):
 
 def _epochs(params, opt_state, key, x, y, *, optimizer, config: _Config, n_epochs: int):
     """``n_epochs`` epochs of (T1)-(T2) as one ``lax.scan``; also tracks the last finite parameters."""
-    value_and_grad = _value_and_grad(config)
+    loss_grads_output = _loss_grads_output(config)
     N = x.shape[0]
     B = N if config.batch_size is None else config.batch_size
 
     def step(carry, batch):
         params, opt_state = carry
-        _, grads = value_and_grad(params, *batch)  # (T1)
+        value, grads, A_L, Y = loss_grads_output(params, *batch)  # (T1)
         updates, opt_state = optimizer.update(grads, opt_state, params)  # (T2)
-        return (optim.apply_updates(params, updates), opt_state), None
+        metrics = _metrics(value, A_L, Y, config.loss) if config.metrics == "minibatch" else None
+        return (optim.apply_updates(params, updates), opt_state), metrics
 
     def epoch(carry, _):
         params, opt_state, key, good = carry
@@ -144,9 +174,11 @@ def _epochs(params, opt_state, key, x, y, *, optimizer, config: _Config, n_epoch
         if config.mesh is not None:  # split every minibatch over the "data" axis; XLA adds the all-reduce
             spec = NamedSharding(config.mesh, PartitionSpec(None, "data"))
             batches = jax.tree.map(lambda t: jax.lax.with_sharding_constraint(t, spec), batches)
-        (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), batches)
+        (params, opt_state), step_metrics = jax.lax.scan(step, (params, opt_state), batches)
         kw = dict(loss=config.loss, activation=config.activation, output_activation=config.output_activation)
-        if config.mesh is not None:  # the evaluation too is split over the "data" axis, not replicated
+        if config.metrics == "minibatch":  # equal batch sizes: the mean of the means is the mean over examples
+            metrics = jax.tree.map(jnp.mean, step_metrics)
+        elif config.mesh is not None:  # the evaluation too is split over the "data" axis, not replicated
             rows = NamedSharding(config.mesh, PartitionSpec("data"))
             metrics = evaluate(params, *(jax.lax.with_sharding_constraint(t, rows) for t in (x, y)), **kw)
         else:
@@ -189,7 +221,9 @@ def _check_fit_options(optimizer, checkpoint_dir, checkpoint_every, epochs_per_c
                          f"checkpoints); without it nothing would be saved")
 
 
-def _check_run(params, x, y, loss, activation, output_activation, epochs, batch_size, grad):
+def _check_run(params, x, y, loss, activation, output_activation, epochs, batch_size, grad, metrics):
+    if metrics not in METRICS:
+        raise ValueError(f"metrics must be one of {METRICS}, got metrics={metrics!r}")
     mlp.resolve(activation, output_activation, loss)
     mlp.check_target(params, x, y, loss)
     if jnp.ndim(x) != 2:
@@ -228,7 +262,7 @@ def _history(chunks, first_epoch: int) -> dict:
 
 def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=None, epochs=1,
         batch_size=None, key=None, grad="manual", checkpoint_dir=None, checkpoint_every=None,
-        epochs_per_call=None, callback=None, mesh=None, compute_dtype=None):
+        epochs_per_call=None, callback=None, mesh=None, compute_dtype=None, metrics="full"):
     """Train ``params`` on ``(x, y)``; return ``(params, history)``.
 
     Args:
@@ -253,6 +287,8 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
       compute_dtype: e.g. ``jnp.bfloat16`` or ``jnp.float16`` (mixed precision): the matmuls of the
         forward and backward passes run in it, while params, optimizer state and the loss stay in the
         parameters' dtype (float32 master weights).
+      metrics: ``"full"`` (the whole training set after each epoch) or ``"minibatch"`` (the running mean
+        over the epoch's steps, at no extra cost); see the module docstring.
 
     Returns:
       ``(params, history)``, ``history["loss"]`` (and ``["accuracy"]`` for classification) one entry per
@@ -261,10 +297,11 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
     Raises:
       TrainingDiverged: a ``FloatingPointError`` whose ``.params`` are the last finite parameters.
     """
-    _check_run(params, x, y, loss, activation, output_activation, epochs, batch_size, grad)
+    _check_run(params, x, y, loss, activation, output_activation, epochs, batch_size, grad, metrics)
     _check_fit_options(optimizer, checkpoint_dir, checkpoint_every, epochs_per_call)
     mesh = None if mesh is None else _auto_axes(mesh)
-    config = _Config(loss, activation, output_activation, grad, batch_size, compute_dtype, mesh, _eval_chunk(params))
+    config = _Config(loss, activation, output_activation, grad, batch_size, compute_dtype, mesh, _eval_chunk(params),
+                     metrics)
     key = jax.random.key(0) if key is None else key
     if mesh is not None:
         _check_axis(mesh, "data", batch_size or jnp.shape(x)[0], "batch_size (or N, for full batch)")
@@ -311,7 +348,7 @@ _compiled_ensemble = jax.jit(_ensemble_epochs, static_argnames=("config", "n_epo
 
 
 def fit_ensemble(params_stack, x, y, *, learning_rates, loss, activation="relu", output_activation=None,
-                 epochs=1, batch_size=None, key=None, grad="manual", mesh=None, compute_dtype=None):
+                 epochs=1, batch_size=None, key=None, grad="manual", mesh=None, compute_dtype=None, metrics="full"):
     """Train K models at once, model i with ``jaxmlp.optim.adam(learning_rates[i])``, in one program.
 
     Every leaf of ``params_stack`` has a leading axis K (e.g. ``jax.vmap(lambda k: init_mlp(k, sizes))``
@@ -320,7 +357,7 @@ def fit_ensemble(params_stack, x, y, *, learning_rates, loss, activation="relu",
 
     ``mesh``: a ``jax.sharding.Mesh`` with a ``"model"`` axis (model parallelism): the K models are
     sharded over it, each device training its share, and the returned stack stays sharded. K must be
-    divisible by the axis size. ``compute_dtype`` as for :func:`fit`.
+    divisible by the axis size. ``compute_dtype`` and ``metrics`` as for :func:`fit`.
 
     Returns:
       ``(params_stack, history)`` with ``history["loss"]`` of shape ``(epochs, K)``. A model whose
@@ -340,9 +377,9 @@ def fit_ensemble(params_stack, x, y, *, learning_rates, loss, activation="relu",
     if learning_rates.shape != (K,):
         raise ValueError(f"learning_rates must have shape (K,) = ({K},), got shape {learning_rates.shape}")
     first = jax.tree.map(lambda leaf: leaf[0], params_stack)
-    _check_run(first, x, y, loss, activation, output_activation, epochs, batch_size, grad)
+    _check_run(first, x, y, loss, activation, output_activation, epochs, batch_size, grad, metrics)
     config = _Config(loss, activation, output_activation, grad, batch_size, compute_dtype,
-                     eval_chunk=_eval_chunk(params_stack, K))
+                     eval_chunk=_eval_chunk(params_stack, K), metrics=metrics)
     key = jax.random.key(0) if key is None else key
     learning_rates = learning_rates.astype(leaves[0].dtype)
     if mesh is not None:
