@@ -129,7 +129,7 @@ def backward_with_cache(params, x, y, *, activation="relu", output_activation=No
     sigma, sigma_out, Y, cache = prepare(params, x, y, activation, output_activation, loss, compute_dtype)
     L = len(params)
     grads = [None] * L
-    delta = _output_delta(cache, Y, sigma_out, loss, per_example=False)  # (B1): Δ[L]
+    delta = _output_delta(cache, Y, sigma_out, loss, False)  # (B1): Δ[L]
     for l in range(L, 0, -1):
         W, b = params[l - 1]
         dW = delta.astype(cache.a[l - 1].dtype).T @ cache.a[l - 1]  # (B3): ∂L/∂W[l] = Δ[l]ᵀ A[l-1]
