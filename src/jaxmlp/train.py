@@ -130,9 +130,11 @@ def _evaluate_in_chunks(params, x, y, chunk: int, **kw):
     n_full = (N // chunk) * chunk
     if n_full == 0:
         return evaluate(params, x, y, **kw)
-    xs = x[:n_full].reshape((-1, chunk) + x.shape[1:])
-    ys = y[:n_full].reshape((-1, chunk) + y.shape[1:])
-    per_chunk = jax.lax.map(lambda batch: evaluate(params, *batch, **kw), (xs, ys))
+
+    def one_chunk(start):  # a dynamic slice per chunk: x[:n_full] as one array would copy the data set
+        return evaluate(params, *(jax.lax.dynamic_slice_in_dim(t, start, chunk) for t in (x, y)), **kw)
+
+    per_chunk = jax.lax.map(one_chunk, jnp.arange(0, n_full, chunk))
     total = jax.tree.map(lambda m: jnp.sum(m) * chunk, per_chunk)
     if n_full < N:
         rest = evaluate(params, x[n_full:], y[n_full:], **kw)
@@ -156,9 +158,18 @@ def _epochs(params, opt_state, key, x, y, *, optimizer, config: _Config, n_epoch
     N = x.shape[0]
     B = N if config.batch_size is None else config.batch_size
 
-    def step(carry, batch):
+    def minibatch(rows):
+        """The examples ``rows`` (all of them for ``None``), gathered here, one minibatch at a time, so that
+        no permuted copy of the whole training set is ever made."""
+        batch = (x, y) if rows is None else (x[rows], y[rows])
+        if config.mesh is not None:  # split every minibatch over the "data" axis; XLA adds the all-reduce
+            spec = NamedSharding(config.mesh, PartitionSpec("data"))
+            batch = tuple(jax.lax.with_sharding_constraint(t, spec) for t in batch)
+        return batch
+
+    def step(carry, rows):
         params, opt_state = carry
-        value, grads, A_L, Y = loss_grads_output(params, *batch)  # (T1)
+        value, grads, A_L, Y = loss_grads_output(params, *minibatch(rows))  # (T1)
         updates, opt_state = optimizer.update(grads, opt_state, params)  # (T2)
         metrics = _metrics(value, A_L, Y, config.loss) if config.metrics == "minibatch" else None
         return (optim.apply_updates(params, updates), opt_state), metrics
@@ -166,15 +177,12 @@ def _epochs(params, opt_state, key, x, y, *, optimizer, config: _Config, n_epoch
     def epoch(carry, _):
         params, opt_state, key, good = carry
         key, k_perm = jax.random.split(key)
-        if config.batch_size is None:
-            batches = (x[None], y[None])
+        if config.batch_size is None:  # one full-batch step
+            (params, opt_state), step_metrics = jax.lax.scan(
+                lambda c, _: step(c, None), (params, opt_state), None, length=1)
         else:
-            idx = shuffle.permutation(k_perm, N)[: (N // B) * B].reshape(N // B, B)
-            batches = (x[idx], y[idx])  # the last partial batch is dropped
-        if config.mesh is not None:  # split every minibatch over the "data" axis; XLA adds the all-reduce
-            spec = NamedSharding(config.mesh, PartitionSpec(None, "data"))
-            batches = jax.tree.map(lambda t: jax.lax.with_sharding_constraint(t, spec), batches)
-        (params, opt_state), step_metrics = jax.lax.scan(step, (params, opt_state), batches)
+            rows = shuffle.permutation(k_perm, N)[: (N // B) * B].reshape(N // B, B)  # partial batch dropped
+            (params, opt_state), step_metrics = jax.lax.scan(step, (params, opt_state), rows)
         kw = dict(loss=config.loss, activation=config.activation, output_activation=config.output_activation)
         if config.metrics == "minibatch":  # equal batch sizes: the mean of the means is the mean over examples
             metrics = jax.tree.map(jnp.mean, step_metrics)
