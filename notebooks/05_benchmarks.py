@@ -23,7 +23,8 @@
 # - `jaxmlp-manual`: `jaxmlp.backward` + `jaxmlp.optim.adam`;
 # - `jaxmlp-autodiff`: the same step with `jax.value_and_grad(jaxmlp.loss_fn)`;
 # - `jax-optax`: plain JAX + optax, the reference;
-# - `jaxmlp-fit`: whole epochs of `jaxmlp.fit` in one compiled program, per step;
+# - `jaxmlp-fit`: whole epochs of `jaxmlp.fit` in one compiled program, per step (`jaxmlp-fit-minibatch`:
+#   with `metrics="minibatch"`, no per-epoch evaluation of the whole training set);
 # - and, when installed, peer libraries (Equinox, Flax, PyTorch) and ensembles of K models.
 #
 # The benchmark suite is a script, not a test: it warms up, times with `block_until_ready`, reports
@@ -45,7 +46,6 @@ import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 
 import jaxmlp
 
