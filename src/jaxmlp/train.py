@@ -203,6 +203,18 @@ def _epochs(params, opt_state, key, x, y, *, optimizer, config: _Config, n_epoch
 _compiled_epochs = jax.jit(_epochs, static_argnames=("optimizer", "config", "n_epochs"))
 
 
+_compiled_init = jax.jit(lambda params, optimizer: optimizer.init(params), static_argnames="optimizer")
+
+
+def _init_state(optimizer, params):
+    """``optimizer.init(params)``, compiled once per optimizer (eager, it cost 1.4 ms on [784, 512, 512, 10])."""
+    try:
+        hash(optimizer)
+    except TypeError:
+        return optimizer.init(params)
+    return _compiled_init(params, optimizer=optimizer)
+
+
 def _run_epochs(params, opt_state, key, x, y, *, optimizer, config, n_epochs):
     """Call the cached compiled program; an unhashable optimizer gets a fresh (uncached) one."""
     try:
@@ -314,7 +326,7 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
     if mesh is not None:
         _check_axis(mesh, "data", batch_size or jnp.shape(x)[0], "batch_size (or N, for full batch)")
         params, x, y = jax.device_put((params, x, y), NamedSharding(mesh, PartitionSpec()))
-    opt_state = optimizer.init(params)
+    opt_state = _init_state(optimizer, params)
     saved = [] if checkpoint_dir is None else checkpoint.steps(checkpoint_dir)
     start = saved[-1] if saved else 0
     if saved:
@@ -345,11 +357,13 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
     return params, _history(chunks, start)
 
 
-def _ensemble_epochs(params, opt_state, key, x, y, learning_rates, *, config: _Config, n_epochs: int):
-    def one_model(params, opt_state, lr):
-        return _epochs(params, opt_state, key, x, y, optimizer=optim.adam(lr), config=config, n_epochs=n_epochs)
+def _ensemble_epochs(params, key, x, y, learning_rates, *, config: _Config, n_epochs: int):
+    def one_model(params, lr):
+        optimizer = optim.adam(lr)
+        return _epochs(params, optimizer.init(params), key, x, y, optimizer=optimizer, config=config,
+                       n_epochs=n_epochs)
 
-    return jax.vmap(one_model)(params, opt_state, learning_rates)
+    return jax.vmap(one_model)(params, learning_rates)
 
 
 _compiled_ensemble = jax.jit(_ensemble_epochs, static_argnames=("config", "n_epochs"))
@@ -396,8 +410,7 @@ def fit_ensemble(params_stack, x, y, *, learning_rates, loss, activation="relu",
         params_stack, learning_rates = jax.device_put((params_stack, learning_rates),
                                                       NamedSharding(mesh, PartitionSpec("model")))
         x, y = jax.device_put((x, y), NamedSharding(mesh, PartitionSpec()))
-    opt_state = jax.vmap(optim.adam(1e-3).init)(params_stack)
-    _, _, _, good, metrics, finite = _compiled_ensemble(params_stack, opt_state, key, x, y, learning_rates,
+    _, _, _, good, metrics, finite = _compiled_ensemble(params_stack, key, x, y, learning_rates,
                                                         config=config, n_epochs=epochs)
     history = {k: np.asarray(v).T for k, v in metrics.items()}  # (K, epochs) -> (epochs, K)
     history["diverged"] = ~np.asarray(finite).all(axis=1)
