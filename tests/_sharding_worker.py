@@ -73,7 +73,9 @@ def data_parallel_matches_single_device():
     x, y = data()
     params = jaxmlp.init_mlp(jax.random.key(0), [16, 32, 4])
     cases = [("manual, batch 32 over 8 devices", N_DEVICES, dict(batch_size=32, grad="manual")),
-             ("autodiff, full batch 256 over 4 devices", 4, dict(batch_size=None, grad="autodiff"))]
+             ("autodiff, full batch 256 over 4 devices", 4, dict(batch_size=None, grad="autodiff")),
+             ("manual, batch 64 over 8 devices, minibatch metrics", N_DEVICES,
+              dict(batch_size=64, grad="manual", metrics="minibatch"))]
     report = {}
     for what, n, kw in cases:
         ref, h_ref = jaxmlp.fit(params, x, y, **FIT, **kw)

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmlp import TrainingDiverged, backward, datasets, evaluate, fit, fit_ensemble, forward, init_mlp, optim
+from jaxmlp import TrainingDiverged, backward, datasets, evaluate, fit, fit_ensemble, forward, init_mlp, loss_fn, optim
 from jaxmlp import train
 from jaxmlp.shuffle import permutation
 
@@ -313,6 +313,41 @@ def test_ensemble_minibatch_metrics_equal_fit_alone():
     for i, optimizer in enumerate(ENSEMBLE_OPTIMIZERS):
         _, alone = run(model(stack, i), x, y, optimizer=optimizer, metrics="minibatch")
         np.testing.assert_allclose(history["loss"][:, i], alone["loss"], rtol=TOL[jnp.float32])
+
+
+def test_minibatch_metrics_full_batch_is_the_loss_before_each_step(x64):
+    params, x, y = make_problem(jnp.float64)
+    trained, history = run(params, x, y, batch_size=None, epochs=2, metrics="minibatch")
+    after_one, _ = run(params, x, y, batch_size=None, epochs=1)
+    expected = [loss_fn(p, x, y, loss=LOSS, activation=ACTIVATION) for p in (params, after_one)]
+    np.testing.assert_allclose(history["loss"], expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("ensemble", [False, True], ids=["fit", "fit_ensemble"])
+def test_chunked_evaluation_inside_fit_equals_one_chunk(ensemble, monkeypatch):
+    """The per-epoch evaluation in chunks of 3 (N = 10: three chunks and a remainder of 1, under the
+    epochs' scan, and vmapped for an ensemble) gives the metrics of one chunk."""
+    params, x, y = make_problem(jnp.float32)
+    stack = jax.tree.map(lambda leaf: jnp.stack([leaf, 0.5 * leaf]), params)
+
+    def history():
+        if ensemble:
+            return fit_ensemble(stack, x, y, learning_rates=LEARNING_RATES, loss=LOSS, activation=ACTIVATION,
+                                epochs=EPOCHS, batch_size=BATCH, key=jax.random.key(SEED))[1]["loss"]
+        return run(params, x, y)[1]["loss"]
+
+    one_chunk = history()
+    monkeypatch.setattr(train, "EVAL_BUDGET", 1)
+    monkeypatch.setattr(train, "EVAL_MIN_CHUNK", 3)
+    assert train._eval_chunk(params) == 3
+    np.testing.assert_allclose(history(), one_chunk, rtol=1e-6)
+
+
+def test_fit_ensemble_rejects_a_bad_metrics_value(problem32):
+    params, x, y = problem32
+    stack = jax.tree.map(lambda leaf: leaf[None], params)
+    with pytest.raises(ValueError, match="metrics must be one of"):
+        fit_ensemble(stack, x, y, learning_rates=(0.1,), loss=LOSS, metrics="batch")
 
 
 # --- input checks ---------------------------------------------------------------------------------------

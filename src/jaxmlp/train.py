@@ -23,12 +23,15 @@ behind ``jax.random.permutation`` cost more than the epoch's steps on the lesson
 ``metrics`` says:
 
 - ``"full"`` (default): on the whole training set with the epoch's final parameters. It costs one
-  forward pass over the training set per epoch, a third of the epoch's FLOPs. It runs in chunks of
-  examples whose activations, over all models of an ensemble, fit in ``EVAL_BUDGET`` numbers, so its
-  memory does not grow with N (one chunk when N is small).
+  forward pass over the training set per epoch, a third of the epoch's FLOPs. On one device it runs
+  in chunks of at least ``EVAL_MIN_CHUNK`` examples whose activations A[l] (and as many Z[l]), over
+  all models of an ensemble, fit in ``EVAL_BUDGET`` numbers, so its memory does not grow with N (one
+  chunk when N is small); with a ``mesh`` each device evaluates its N / devices examples at once.
 - ``"minibatch"``: the mean over the epoch's minibatches of each one's loss and accuracy, from the
   forward pass of its step (T1), at the parameters before that step: the running average that Keras
-  and most training loops report. It costs nothing extra; it lags the parameters by half an epoch.
+  and most training loops report. It costs nothing extra; it lags the parameters by half an epoch, and
+  so does the divergence check: parameters that are finite but already overflow the forward pass are
+  only caught by the next epoch's first step (or not at all, after the last epoch).
 
 Either way, an epoch whose metrics or parameters are not finite counts as diverged.
 
@@ -53,6 +56,7 @@ from jaxmlp import backprop, checkpoint, mlp, optim, shuffle
 
 
 EVAL_BUDGET = 1 << 22  # activations (numbers) of one chunk of the per-epoch evaluation, all models together
+EVAL_MIN_CHUNK = 256  # ... but never fewer examples per chunk than this (a K = 4096 ensemble would get 8)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -143,9 +147,10 @@ def _evaluate_in_chunks(params, x, y, chunk: int, **kw):
 
 
 def _eval_chunk(params, n_models: int = 1) -> int:
-    """Examples per evaluation chunk: ``EVAL_BUDGET`` over the activations of one example (all layers, all models)."""
+    """Examples per evaluation chunk: ``EVAL_BUDGET`` over the activations of one example (all layers, all
+    models), and at least ``EVAL_MIN_CHUNK``."""
     widths = params[0].W.shape[-1] + sum(layer.W.shape[-2] for layer in params)
-    return max(1, EVAL_BUDGET // (n_models * widths))
+    return max(EVAL_MIN_CHUNK, EVAL_BUDGET // (n_models * widths))
 
 
 def _all_finite(tree):
@@ -187,8 +192,8 @@ def _epochs(params, opt_state, key, x, y, *, optimizer, config: _Config, n_epoch
         if config.metrics == "minibatch":  # equal batch sizes: the mean of the means is the mean over examples
             metrics = jax.tree.map(jnp.mean, step_metrics)
         elif config.mesh is not None:  # the evaluation too is split over the "data" axis, not replicated
-            rows = NamedSharding(config.mesh, PartitionSpec("data"))
-            metrics = evaluate(params, *(jax.lax.with_sharding_constraint(t, rows) for t in (x, y)), **kw)
+            split = NamedSharding(config.mesh, PartitionSpec("data"))
+            metrics = evaluate(params, *(jax.lax.with_sharding_constraint(t, split) for t in (x, y)), **kw)
         else:
             metrics = _evaluate_in_chunks(params, x, y, config.eval_chunk, **kw)
         finite = jnp.isfinite(metrics["loss"]) & _all_finite(params)
@@ -207,7 +212,9 @@ _compiled_init = jax.jit(lambda params, optimizer: optimizer.init(params), stati
 
 
 def _init_state(optimizer, params):
-    """``optimizer.init(params)``, compiled once per optimizer (eager, it cost 1.4 ms on [784, 512, 512, 10])."""
+    """``optimizer.init(params)``, compiled once per optimizer (eager, it cost 1.4 ms on [784, 512, 512, 10]).
+    Like the training program, the compiled init is cached on the optimizer object: jaxmlp's optimizers
+    are memoized, while a fresh optax optimizer per call compiles both anew."""
     try:
         hash(optimizer)
     except TypeError:
@@ -315,7 +322,9 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
       epoch run in this call, ``history["epoch"]`` their 1-based epoch numbers.
 
     Raises:
-      TrainingDiverged: a ``FloatingPointError`` whose ``.params`` are the last finite parameters.
+      TrainingDiverged: a ``FloatingPointError`` whose ``.params`` are the parameters after the last
+        epoch whose metrics and parameters were finite (with ``metrics="minibatch"`` their own loss
+        may already overflow; see the module docstring).
     """
     _check_run(params, x, y, loss, activation, output_activation, epochs, batch_size, grad, metrics)
     _check_fit_options(optimizer, checkpoint_dir, checkpoint_every, epochs_per_call)
