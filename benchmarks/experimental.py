@@ -14,7 +14,8 @@ in the same ``lax.scan`` harness as ``jax-optax-vmap`` so that only the step dif
   weight gradient ``Σ_b A[b,i] Δ[b,o]`` contracts the batch, the major axis of both operands; XLA:CPU
   runs that batched "TN" product per matrix at 2.8 µs per model-step for the 64 × 32 layer, against
   1.4 µs for writing A[l]ᵀ out first (an optimization barrier keeps XLA from folding the transpose
-  back) and an "NN" product. At K = 256 that took this step from 12.8 to 11.2 µs per model-step.
+  back) and an "NN" product. At K = 256 that took this step from 12.8 to 11.2 µs per model-step
+  measured alone; inside the suite's runs it varies between 12 and 15 µs with the machine's load.
 """
 
 from __future__ import annotations
