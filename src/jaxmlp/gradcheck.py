@@ -186,8 +186,7 @@ def autodiff_deltas(params, x, y, *, activation="relu", output_activation=None, 
     dZ = (None,) + tuple(jnp.zeros((B, W.shape[0]), jnp.result_type(x, W)) for W, _ in params)
 
     def loss_of_dZ(dZ):
-        _, _, Y, cache = mlp.prepare(params, x, y, activation, output_activation, loss, dZ=dZ)
-        return mlp.loss_from_cache(cache, Y, loss)
+        return mlp.loss_and_output(params, x, y, activation, output_activation, loss, dZ=dZ)[0]
 
     return jax.grad(loss_of_dZ)(dZ)
 

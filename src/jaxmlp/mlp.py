@@ -167,6 +167,13 @@ def prepare(params, x, y, activation, output_activation, loss, compute_dtype=Non
     return sigma, sigma_out, Y, forward_batched(params, X, sigma, sigma_out, dZ, compute_dtype)
 
 
+def loss_and_output(params, x, y, activation, output_activation, loss, compute_dtype=None, dZ=None):
+    """The loss of one forward pass with what metrics need of that pass: ``(L, (A[L], Y))``, ``Y`` the
+    batched target. ``jax.value_and_grad(..., has_aux=True)`` of it gives loss, gradient and output at once."""
+    _, _, Y, cache = prepare(params, x, y, activation, output_activation, loss, compute_dtype, dZ)
+    return loss_from_cache(cache, Y, loss), (cache.a[-1], Y)
+
+
 def loss_fn(params, x, y, *, activation="relu", output_activation=None, loss="mse", compute_dtype=None):
     """The scalar loss of the network on ``(x, y)``; see :mod:`jaxmlp.losses` for where the 1/n lives.
 
@@ -174,8 +181,7 @@ def loss_fn(params, x, y, *, activation="relu", output_activation=None, loss="ms
     ``compute_dtype`` runs the matmuls in that dtype (mixed precision; see :func:`forward_batched`);
     the loss stays in the parameters' dtype.
     """
-    _, _, Y, cache = prepare(params, x, y, activation, output_activation, loss, compute_dtype)
-    return loss_from_cache(cache, Y, loss)
+    return loss_and_output(params, x, y, activation, output_activation, loss, compute_dtype)[0]
 
 
 def collapse_linear(params) -> Layer:

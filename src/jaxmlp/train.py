@@ -97,12 +97,10 @@ def _loss_grads_output(c: _Config) -> Callable:
 
         return manual
 
-    def loss_and_output(params, x, y):
-        _, _, Y, cache = mlp.prepare(params, x, y, kw["activation"], kw["output_activation"], c.loss, c.compute_dtype)
-        return mlp.loss_from_cache(cache, Y, c.loss), (cache.a[-1], Y)
+    loss_and_output = jax.value_and_grad(partial(mlp.loss_and_output, **kw), has_aux=True)
 
     def autodiff(params, x, y):
-        (value, (A_L, Y)), grads = jax.value_and_grad(loss_and_output, has_aux=True)(params, x, y)
+        (value, (A_L, Y)), grads = loss_and_output(params, x, y)
         return value, grads, A_L, Y
 
     return autodiff
@@ -121,8 +119,8 @@ def _metrics(value, A_L, Y, loss: str) -> dict:
 
 def evaluate(params, x, y, *, loss, activation="relu", output_activation=None):
     """The loss and, for ``bce``/``ce``, the accuracy of ``params`` on ``(x, y)``, as a dict of scalars."""
-    _, _, Y, cache = mlp.prepare(params, x, y, activation, output_activation, loss)
-    return _metrics(mlp.loss_from_cache(cache, Y, loss), cache.a[-1], Y, loss)
+    value, (A_L, Y) = mlp.loss_and_output(params, x, y, activation, output_activation, loss)
+    return _metrics(value, A_L, Y, loss)
 
 
 def _evaluate_in_chunks(params, x, y, chunk: int, **kw):
