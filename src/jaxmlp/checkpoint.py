@@ -60,7 +60,8 @@ def load(directory, step: int, like):
     if len(leaves) != len(template):
         raise ValueError(f"checkpoint {path} holds {len(leaves)} arrays but the training state has {len(template)}")
     for i, (saved, want) in enumerate(zip(leaves, template)):
-        if saved.shape != np.shape(want) or saved.dtype != np.asarray(want).dtype:
+        dtype = want.dtype if hasattr(want, "dtype") else np.asarray(want).dtype  # no device-to-host copy
+        if saved.shape != np.shape(want) or saved.dtype != dtype:
             raise ValueError(f"checkpoint {path}: array {i} has shape {saved.shape} and dtype {saved.dtype}, "
-                             f"but the training state expects {np.shape(want)} and {np.asarray(want).dtype}")
+                             f"but the training state expects {np.shape(want)} and {dtype}")
     return jax.tree.unflatten(treedef, leaves)

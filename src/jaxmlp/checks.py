@@ -21,6 +21,11 @@ def _ndim(a):
     return len(_shape(a))
 
 
+def is_int(value) -> bool:
+    """A Python or NumPy integer, and not a bool (``True`` is an ``int`` to Python, never a width or a count)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def sizes(sizes) -> tuple[int, ...]:
     """Validate layer widths like ``[5, 64, 32, 16, 1]``: at least two positive integers."""
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
@@ -28,7 +33,7 @@ def sizes(sizes) -> tuple[int, ...]:
     if len(sizes) < 2:
         raise ValueError(f"sizes needs at least two entries (n_in and n_out), got {list(sizes)!r}")
     for i, n in enumerate(sizes):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        if not is_int(n):
             raise TypeError(f"sizes[{i}] must be an int, got {type(n).__name__}: {n!r} in {list(sizes)!r}")
         if n <= 0:
             raise ValueError(f"sizes[{i}] must be a positive width, got {n} in {list(sizes)!r}")

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from jaxmlp import checks
 
 ROUNDS = 8  # R in (S1)
 MIN_BITS = 10  # the domain has at least 2^10 elements (S3)
@@ -59,7 +60,7 @@ def permutation(key, n: int):
 
     Same key, same permutation; works under ``jit`` and ``vmap`` (over keys); ``n`` is static.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 2**30:
+    if not checks.is_int(n) or not 1 <= n <= 2**30:
         raise ValueError(f"n must be an int in [1, 2^30] (the domain 2^k is indexed in int32), got n={n!r}")
     n = int(n)
     k = max(MIN_BITS, (n - 1).bit_length())

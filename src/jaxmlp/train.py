@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxmlp import backprop, checkpoint, mlp, optim, shuffle
+from jaxmlp import backprop, checkpoint, checks, mlp, optim, shuffle
 
 
 EVAL_BUDGET = 1 << 22  # activations (numbers) of one chunk of the per-epoch evaluation, all models together
@@ -158,8 +158,7 @@ def _all_finite(tree):
 def _epochs(params, opt_state, key, x, y, *, optimizer, config: _Config, n_epochs: int):
     """``n_epochs`` epochs of (T1)-(T2) as one ``lax.scan``; also tracks the last finite parameters."""
     loss_grads_output = _loss_grads_output(config)
-    N = x.shape[0]
-    B = N if config.batch_size is None else config.batch_size
+    N, B = x.shape[0], config.batch_size
 
     def minibatch(rows):
         """The examples ``rows`` (all of them for ``None``), gathered here, one minibatch at a time, so that
@@ -209,29 +208,32 @@ _compiled_epochs = jax.jit(_epochs, static_argnames=("optimizer", "config", "n_e
 _compiled_init = jax.jit(lambda params, optimizer: optimizer.init(params), static_argnames="optimizer")
 
 
+def _hashable(optimizer) -> bool:
+    """Whether the compiled programs can be cached on ``optimizer`` (a static argument must hash)."""
+    try:
+        hash(optimizer)
+    except TypeError:
+        return False
+    return True
+
+
 def _init_state(optimizer, params):
     """``optimizer.init(params)``, compiled once per optimizer (eager, it cost 1.4 ms on [784, 512, 512, 10]).
     Like the training program, the compiled init is cached on the optimizer object: jaxmlp's optimizers
     are memoized, while a fresh optax optimizer per call compiles both anew."""
-    try:
-        hash(optimizer)
-    except TypeError:
-        return optimizer.init(params)
-    return _compiled_init(params, optimizer=optimizer)
+    return _compiled_init(params, optimizer=optimizer) if _hashable(optimizer) else optimizer.init(params)
 
 
 def _run_epochs(params, opt_state, key, x, y, *, optimizer, config, n_epochs):
     """Call the cached compiled program; an unhashable optimizer gets a fresh (uncached) one."""
-    try:
-        hash(optimizer)
-    except TypeError:
+    if not _hashable(optimizer):
         fn = jax.jit(partial(_epochs, optimizer=optimizer, config=config, n_epochs=n_epochs))
         return fn(params, opt_state, key, x, y)
     return _compiled_epochs(params, opt_state, key, x, y, optimizer=optimizer, config=config, n_epochs=n_epochs)
 
 
 def _positive_or_none(name, value):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+    if value is not None and (not checks.is_int(value) or value < 1):
         raise ValueError(f"{name} must be None or a positive int, got {name}={value!r}")
 
 
@@ -255,11 +257,10 @@ def _check_run(params, x, y, loss, activation, output_activation, epochs, batch_
         raise ValueError(f"fit needs a batch x of shape (N, n_in), got shape {jnp.shape(x)}")
     if grad not in ("manual", "autodiff"):
         raise ValueError(f"grad must be 'manual' or 'autodiff', got {grad!r}")
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+    if not checks.is_int(epochs) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
     N = jnp.shape(x)[0]
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                   or not 1 <= batch_size <= N):
+    if batch_size is not None and (not checks.is_int(batch_size) or not 1 <= batch_size <= N):
         raise ValueError(f"batch_size must be None (full batch) or an int in [1, N = {N}], got {batch_size!r}")
 
 
