@@ -23,33 +23,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-import jaxmlp
 from jaxmlp import optim
 
-from benchmarks.harness import Bench, compile_jit, stateful
-from benchmarks.systems import LR, Config, data, scan_steps
-
-
-def _scan_bench(name, step, state, cfg: Config, K: int, n_steps: int) -> Bench:
-    xs, ys = data(cfg, cfg.batch * n_steps)
-    xs, ys = xs.reshape(n_steps, cfg.batch, -1), ys.reshape((n_steps, cfg.batch) + ys.shape[1:])
-    compiled, compile_s, temp = compile_jit(scan_steps(step, n_steps), *state, xs, ys, donate_argnums=(0, 1))
-    return Bench(name, stateful(compiled, state, xs, ys), K * n_steps, compile_s, temp,
-                 note=f"K={K}; {n_steps} steps per call (lax.scan)")
+from benchmarks.harness import Bench
+from benchmarks.systems import LR, Config, jaxmlp_grad_fn, scan_bench, stacked_params, train_step
 
 
 def manual_vmap_ensemble(cfg: Config, K: int, n_steps: int = 64) -> Bench:
-    keys = jax.random.split(jax.random.key(0), K)
-    params = jax.vmap(lambda k: jaxmlp.init_mlp(k, cfg.sizes, dtype=cfg.jdtype))(keys)
+    params = stacked_params(cfg, K)
     optimizer = optim.adam(LR)
-
-    def step(params, opt_state, x, y):
-        _, grads = jaxmlp.backward(params, x, y, activation="relu", loss=cfg.loss)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optim.apply_updates(params, updates), opt_state
-
+    step = train_step(jaxmlp_grad_fn(cfg, "manual"), optimizer)
     state = (params, jax.vmap(optimizer.init)(params))
-    return _scan_bench("jaxmlp-vmap", jax.vmap(step, in_axes=(0, 0, None, None)), state, cfg, K, n_steps)
+    return scan_bench("jaxmlp-vmap", jax.vmap(step, in_axes=(0, 0, None, None)), state, cfg, K, n_steps)
 
 
 # ---- folded ----------------------------------------------------------------------------------------
@@ -94,20 +79,14 @@ def folded_loss_and_grads(Ws, bs, X, Y, loss):
 
 
 def folded_init(cfg: Config, K: int):
-    keys = jax.random.split(jax.random.key(0), K)
-    params = jax.vmap(lambda k: jaxmlp.init_mlp(k, cfg.sizes, dtype=cfg.jdtype))(keys)
+    params = stacked_params(cfg, K)
     Ws = [jnp.transpose(p.W, (2, 0, 1) if l == 0 else (0, 2, 1)) for l, p in enumerate(params)]
     return tuple(Ws), tuple(p.b for p in params)
 
 
 def folded_ensemble(cfg: Config, K: int, n_steps: int = 64) -> Bench:
     optimizer = optim.adam(LR)
-
-    def step(params, opt_state, x, y):
-        _, grads = folded_loss_and_grads(*params, x, y, cfg.loss)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optim.apply_updates(params, updates), opt_state
-
+    step = train_step(lambda params, x, y: folded_loss_and_grads(*params, x, y, cfg.loss)[1], optimizer)
     params = folded_init(cfg, K)
-    return _scan_bench("folded", step, (params, optimizer.init(params)), cfg, K, n_steps)
+    return scan_bench("folded", step, (params, optimizer.init(params)), cfg, K, n_steps)
 

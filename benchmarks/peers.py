@@ -19,10 +19,9 @@ import importlib.util
 
 import jax
 import numpy as np
-import optax
 
 from benchmarks.harness import Bench, compile_jit, stateful
-from benchmarks.systems import LR, Config, data
+from benchmarks.systems import LR, Config, data, objective, optax_step
 
 
 def available(name: str) -> bool:
@@ -37,21 +36,8 @@ def versions() -> dict:
     return out
 
 
-def _jax_loss(out, y, loss):
-    out = out.astype(np.float32)
-    if loss == "mse":
-        return ((out - y) ** 2).mean()
-    return optax.losses.softmax_cross_entropy_with_integer_labels(out, y).mean()
-
-
 def _optax_bench(name, loss_of_params, params, cfg: Config):
-    tx = optax.adam(LR)
-
-    def step(params, opt_state, x, y):
-        grads = jax.grad(loss_of_params)(params, x, y)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
-
+    tx, step = optax_step(loss_of_params)
     x, y = data(cfg, cfg.batch)
     state = (params, tx.init(params))
     compiled, compile_s, temp = compile_jit(step, *state, x, y, donate_argnums=(0, 1))
@@ -80,7 +66,7 @@ def equinox_step(cfg: Config) -> Bench | None:
     def loss(params, x, y):
         model = eqx.combine(params, static)
         compute = jax.tree.map(lambda p: p.astype(cfg.jdtype), model)
-        return _jax_loss(jax.vmap(compute)(x.astype(cfg.jdtype)), y, cfg.loss)
+        return objective(jax.vmap(compute)(x.astype(cfg.jdtype)), y, cfg.loss)
 
     return _optax_bench("equinox", loss, params, cfg)
 
@@ -103,7 +89,7 @@ def flax_nnx_step(cfg: Config) -> Bench | None:
     graphdef, params = nnx.split(MLP(cfg.sizes, nnx.Rngs(0)), nnx.Param)
 
     def loss(params, x, y):
-        return _jax_loss(nnx.merge(graphdef, params)(x), y, cfg.loss)
+        return objective(nnx.merge(graphdef, params)(x), y, cfg.loss)
 
     return _optax_bench("flax-nnx", loss, params, cfg)
 

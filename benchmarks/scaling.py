@@ -12,8 +12,8 @@ Two sweeps over the number n of devices on a ``"data"`` mesh (the first n of ``j
 Each point is timed two ways, warmed up, the median of ``--repeats`` runs, compile time reported apart:
 
 - ``fit``: ``jaxmlp.fit(..., mesh=mesh)`` itself, per optimization step. It includes what ``fit``
-  does once per epoch: the permutation of the data and the loss and accuracy on the whole training set,
-  which run *replicated* (every device evaluates all N examples), so they do not get faster with n;
+  does once per epoch: the permutation of the data (replicated, so it does not get faster with n) and
+  the loss and accuracy on the whole training set (split over the devices, each evaluating N/n examples);
 - ``step``: the training step alone (``jaxmlp.backward`` + Adam, the body of ``fit``'s inner
   ``lax.scan``) on batches already sharded over the mesh.
 
@@ -21,7 +21,7 @@ Devices come from ``jax.devices()``: every GPU (or TPU) when there are several, 
 On CPU this module sets ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` before jax starts,
 unless ``XLA_FLAGS`` already sets a device count. Forced host devices share the machine's cores: on a
 machine with fewer cores than devices, the CPU table measures the *overhead* of data parallelism
-(partitioning, all-reduces, the replicated evaluation), not a speed-up. The output says so.
+(partitioning, all-reduces, the replicated permutation), not a speed-up. The output says so.
 
 Writes a JSON file (``--out``, default ``benchmarks/results/scaling-<platform>.json``) and prints
 the tables. ``--quick`` (strong scaling only, smaller batch, fewer repeats) finishes within a minute on
@@ -44,7 +44,6 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
-from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
@@ -53,6 +52,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
 import jaxmlp  # noqa: E402
 from jaxmlp import optim  # noqa: E402
+
+from benchmarks import systems  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -124,16 +125,9 @@ def time_step(p: Plan, mesh: Mesh, batch: int) -> tuple[float, float]:
     optimizer = optim.adam(1e-3)
     replicated = NamedSharding(mesh, PartitionSpec())
     split = NamedSharding(mesh, PartitionSpec(None, "data"))  # (steps, batch, ...): batch over "data"
-    grad_fn = partial(jaxmlp.backward, loss="ce")
-
-    def steps(params, opt_state, xs, ys):
-        def step(carry, batch):
-            params, opt_state = carry
-            _, grads = grad_fn(params, *batch)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optim.apply_updates(params, updates), opt_state), None
-
-        return jax.lax.scan(step, (params, opt_state), (xs, ys))[0]
+    steps = systems.scan_steps(
+        systems.train_step(lambda params, x, y: jaxmlp.backward(params, x, y, loss="ce")[1], optimizer),
+        p.steps_per_epoch)
 
     params = jax.device_put(params, replicated)
     opt_state = jax.device_put(optimizer.init(params), replicated)

@@ -74,24 +74,37 @@ def data(cfg: Config, n: int, key=None):
 # ---- jaxmlp -------------------------------------------------------------------------------------------
 
 
-def _jaxmlp_step(grad_fn, optimizer):
+def train_step(grad_fn, optimizer, apply_updates=optim.apply_updates):
+    """The step every system times: ``grads = grad_fn(params, x, y)``, then ``optimizer``'s update."""
+
     def step(params, opt_state, x, y):
-        _, grads = grad_fn(params, x, y)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optim.apply_updates(params, updates), opt_state
+        updates, opt_state = optimizer.update(grad_fn(params, x, y), opt_state, params)
+        return apply_updates(params, updates), opt_state
 
     return step
 
 
+def jaxmlp_grad_fn(cfg: Config, grad: str = "manual"):
+    """``(params, x, y) -> grads`` of jaxmlp's MLP with ReLU hidden layers: by hand or by ``jax.grad``."""
+    kw = dict(activation="relu", loss=cfg.loss)
+    if grad == "manual":
+        return lambda params, x, y: jaxmlp.backward(params, x, y, **kw)[1]
+    return jax.grad(partial(jaxmlp.loss_fn, **kw))
+
+
+def stacked_params(cfg: Config, K: int):
+    """K jaxmlp MLPs of ``cfg``, every leaf with a leading axis K."""
+    keys = jax.random.split(jax.random.key(0), K)
+    return jax.vmap(lambda k: jaxmlp.init_mlp(k, cfg.sizes, dtype=cfg.jdtype))(keys)
+
+
 def jaxmlp_step(cfg: Config, grad: str = "manual") -> Bench:
     params = jaxmlp.init_mlp(jax.random.key(0), cfg.sizes, dtype=cfg.jdtype)
-    kw = dict(activation="relu", loss=cfg.loss)
-    grad_fn = (partial(jaxmlp.backward, **kw) if grad == "manual"
-               else jax.value_and_grad(partial(jaxmlp.loss_fn, **kw)))
     optimizer = optim.adam(LR)
     x, y = data(cfg, cfg.batch)
     state = (params, optimizer.init(params))
-    compiled, compile_s, temp = compile_jit(_jaxmlp_step(grad_fn, optimizer), *state, x, y, donate_argnums=(0, 1))
+    step = train_step(jaxmlp_grad_fn(cfg, grad), optimizer)
+    compiled, compile_s, temp = compile_jit(step, *state, x, y, donate_argnums=(0, 1))
     return Bench(f"jaxmlp-{grad}", stateful(compiled, state, x, y), 1, compile_s, temp)
 
 
@@ -122,8 +135,7 @@ def jaxmlp_fit(cfg: Config, target_flops: float = 2e9, metrics: str = "full") ->
 
 
 def jaxmlp_fit_ensemble(cfg: Config, K: int, epochs: int = 1, per_epoch: int = 64, metrics: str = "full") -> Bench:
-    keys = jax.random.split(jax.random.key(0), K)
-    params = jax.vmap(lambda k: jaxmlp.init_mlp(k, cfg.sizes, dtype=cfg.jdtype))(keys)
+    params = stacked_params(cfg, K)
     lrs = jnp.geomspace(1e-4, 1e-2, K)
     x, y = data(cfg, cfg.batch * per_epoch)
     run = partial(jaxmlp.fit_ensemble, learning_rates=lrs, loss=cfg.loss, activation="relu", epochs=epochs,
@@ -150,22 +162,25 @@ def ref_loss(params, x, y, *, loss, compute_dtype=jnp.float32):
     h = x.astype(compute_dtype)
     for layer in params[:-1]:
         h = jax.nn.relu(h @ layer["w"].astype(compute_dtype) + layer["b"].astype(compute_dtype))
-    out = (h @ params[-1]["w"].astype(compute_dtype) + params[-1]["b"].astype(compute_dtype)).astype(jnp.float32)
+    return objective(h @ params[-1]["w"].astype(compute_dtype) + params[-1]["b"].astype(compute_dtype), y, loss)
+
+
+def objective(out, y, loss: str):
+    """The mean loss of float32 network outputs ``out``: MSE, or softmax cross-entropy on integer labels."""
+    out = out.astype(jnp.float32)
     if loss == "mse":
         return jnp.mean((out - y) ** 2)
     return jnp.mean(optax.losses.softmax_cross_entropy_with_integer_labels(out, y))
 
 
-def ref_step_fn(cfg: Config):
+def optax_step(loss_of_params):
+    """``(optax.adam, step)``: ``jax.grad`` of ``loss_of_params`` and ``optax.adam``, the reference's step."""
     tx = optax.adam(LR)
-    loss = partial(ref_loss, loss=cfg.loss, compute_dtype=cfg.jdtype)
+    return tx, train_step(jax.grad(loss_of_params), tx, optax.apply_updates)
 
-    def step(params, opt_state, x, y):
-        grads = jax.grad(loss)(params, x, y)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
 
-    return tx, step
+def ref_step_fn(cfg: Config):
+    return optax_step(partial(ref_loss, loss=cfg.loss, compute_dtype=cfg.jdtype))
 
 
 def reference_step(cfg: Config) -> Bench:
@@ -189,14 +204,19 @@ def scan_steps(step, n_steps):
     return run
 
 
+def scan_bench(name, step, state, cfg: Config, K: int, n_steps: int) -> Bench:
+    """``n_steps`` of ``step`` on pre-drawn minibatches of ``cfg`` as one program (:func:`scan_steps`),
+    timed per model-step for K models."""
+    xs, ys = data(cfg, cfg.batch * n_steps)
+    xs, ys = xs.reshape(n_steps, cfg.batch, -1), ys.reshape((n_steps, cfg.batch) + ys.shape[1:])
+    compiled, compile_s, temp = compile_jit(scan_steps(step, n_steps), *state, xs, ys, donate_argnums=(0, 1))
+    return Bench(name, stateful(compiled, state, xs, ys), K * n_steps, compile_s, temp,
+                 note=f"K={K}; {n_steps} steps per call (lax.scan)")
+
+
 def reference_vmap_ensemble(cfg: Config, K: int, n_steps: int = 64) -> Bench:
     """K reference models (``vmap``) on one shared minibatch per step, ``n_steps`` per call (``lax.scan``)."""
     tx, step = ref_step_fn(cfg)
     params = jax.vmap(lambda k: ref_init(k, cfg.sizes))(jax.random.split(jax.random.key(0), K))
     state = (params, jax.vmap(tx.init)(params))
-    xs, ys = data(cfg, cfg.batch * n_steps)
-    xs, ys = xs.reshape(n_steps, cfg.batch, -1), ys.reshape((n_steps, cfg.batch) + ys.shape[1:])
-    ens_step = jax.vmap(step, in_axes=(0, 0, None, None))
-    compiled, compile_s, temp = compile_jit(scan_steps(ens_step, n_steps), *state, xs, ys, donate_argnums=(0, 1))
-    return Bench("jax-optax-vmap", stateful(compiled, state, xs, ys), K * n_steps, compile_s, temp,
-                 note=f"K={K}; {n_steps} steps per call (lax.scan)")
+    return scan_bench("jax-optax-vmap", jax.vmap(step, in_axes=(0, 0, None, None)), state, cfg, K, n_steps)
