@@ -98,13 +98,14 @@ surfaces = [
         "Adam, η = 0.05": (optim.adam(0.05), 0.0)}),
 ]
 
+paths = {}  # (surface, run) -> the path, reused below for the optax comparison
 fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
 for ax, (title, f, theta0, steps, (x0, x1, y0, y1), minimum, runs) in zip(axes, surfaces):
     g1, g2 = np.meshgrid(np.linspace(x0, x1, 300), np.linspace(y0, y1, 300))
     values = jax.vmap(lambda t: f({"theta": t}))(jnp.stack([g1.ravel(), g2.ravel()], axis=1)).reshape(g1.shape)
     ax.contour(g1, g2, values, levels=np.geomspace(1e-2, float(values.max()), 20), colors="0.75", linewidths=0.7)
     for color, (name, (optimizer, noise)) in zip(["C0", "C1", "C2", "C3"], runs.items()):
-        path = trajectory(f, optimizer, theta0, steps, noise)
+        path = paths[(title, name)] = trajectory(f, optimizer, theta0, steps, noise)
         ax.plot(*path.T, "-", color=color, lw=1.2, alpha=0.85, label=f"{name}: f = {float(f({'theta': path[-1]})):.1e}")
         ax.plot(*path[-1], "o", color=color, mec="k", ms=8)  # where it ended
     ax.plot(*theta0, "ko", ms=6)
@@ -174,7 +175,7 @@ params_optax, hist_optax = jaxmlp.fit(params0, x_tr, y_tr, optimizer=optax.adam(
 loss_diff = float(np.max(np.abs(hist_ours["loss"] - hist_optax["loss"])))
 param_diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(params_ours),
                                                                  jax.tree.leaves(params_optax)))
-path_ours = trajectory(rosenbrock, optim.adam(0.05), [-1.5, 2.0], 2000)
+path_ours = paths[("Rosenbrock", "Adam, η = 0.05")]  # optim.adam(0.05), 2000 steps from (-1.5, 2), above
 path_optax = trajectory(rosenbrock, optax.adam(0.05), [-1.5, 2.0], 2000, apply_updates=optax.apply_updates)
 path_diff = float(np.max(np.abs(path_ours - path_optax)))
 print(f"digits, {epochs} epochs: max |loss diff| = {loss_diff:.1e}, max |param diff| = {param_diff:.1e}")

@@ -100,11 +100,6 @@ if not runs:
 # Ensembles (K > 1) report µs per *model*-step: one step of each of the K models, divided by K.
 
 # %%
-def config_of(r):
-    """The configuration's name, with the dtype when it is not float32 (GPU runs add bf16 configs)."""
-    dtype = r.get("dtype", "float32")
-    return str(r.get("config")) + ("" if dtype == "float32" else f" {dtype}")
-
 
 def fmt(value, spec):
     try:
@@ -119,9 +114,8 @@ columns = [("system", "", 20), ("config", "", 14), ("batch", "d", 6), ("K", "d",
 for name, (_, rows) in runs.items():
     print(f"== {name}")
     print(" ".join(f"{c:>{w}}" for c, _, w in columns))
-    for r in sorted(rows, key=lambda r: (r.get("K", 1), config_of(r), r.get("batch", 0), r["system"])):
-        cells = {**r, "config": config_of(r)}
-        print(" ".join(f"{fmt(cells.get(c), spec):>{w}}" for c, spec, w in columns))
+    for r in sorted(rows, key=lambda r: (r.get("K", 1), r["config"], r.get("batch", 0), r["system"])):
+        print(" ".join(f"{fmt(r.get(c), spec):>{w}}" for c, spec, w in columns))
     print()
 
 # %% [markdown]
@@ -138,12 +132,12 @@ def single_models(rows):
 
 for name, (_, rows) in runs.items():
     single = single_models(rows)
-    groups = sorted({(config_of(r), r["batch"]) for r in single})
+    groups = sorted({(r["config"], r["batch"]) for r in single})
     systems = sorted({r["system"] for r in single})
     if not groups:
         continue
-    by_key = {(config_of(r), r["batch"], r["system"]): r for r in single}
-    sizes = {config_of(r): f"{r.get('sizes', '')} {r.get('loss', '')}" for r in single}
+    by_key = {(r["config"], r["batch"], r["system"]): r for r in single}
+    sizes = {r["config"]: f"{r.get('sizes', '')} {r.get('loss', '')}" for r in single}
     fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(groups) * max(1, len(systems) / 3)), 4.2))
     width = 0.8 / len(systems)
     for i, system in enumerate(systems):
@@ -174,7 +168,7 @@ for name, (_, rows) in runs.items():
 # %%
 MANUAL, REFERENCES = "jaxmlp-manual", ("jaxmlp-autodiff", "jax-optax")
 for name, (_, rows) in runs.items():
-    times = {(r["system"], config_of(r), r["batch"]): r["us_per_step"] for r in single_models(rows)}
+    times = {(r["system"], r["config"], r["batch"]): r["us_per_step"] for r in single_models(rows)}
     keys = sorted((c, b) for s, c, b in times if s == MANUAL)
     pairs = [(ref, [(c, b) for c, b in keys if (ref, c, b) in times]) for ref in REFERENCES]
     pairs = [(ref, ks) for ref, ks in pairs if ks]
