@@ -27,11 +27,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jax.flatten_util import ravel_pytree
 
 import jaxmlp
 from jaxmlp import activations
 from jaxmlp.activations import Activation
+from jaxmlp.gradcheck import finite_difference_grads
 from jaxmlp.types import Layer
 
 # (id, loss, output_activation, kind of target)
@@ -254,14 +254,6 @@ def test_user_defined_activations(x64):
 
 # ---- Finite differences ------------------------------------------------------------------------------
 
-def central_differences(f, params, h=1e-6):
-    """∂f/∂θ_i ≈ (f(θ + h e_i) - f(θ - h e_i)) / 2h for every parameter, as a pytree like params."""
-    flat, unravel = ravel_pytree(params)
-    steps = h * jnp.eye(flat.size, dtype=flat.dtype)
-    f_flat = jax.jit(jax.vmap(lambda theta: f(unravel(theta))))
-    return unravel((f_flat(flat[None, :] + steps) - f_flat(flat[None, :] - steps)) / (2 * h))
-
-
 @pytest.mark.parametrize(
     "activation, pair",
     [("tanh", PAIRS[0]), ("gelu", PAIRS[3]), ("sigmoid", PAIRS[5]), ("gelu_tanh", PAIRS[2])],
@@ -271,7 +263,7 @@ def test_backward_equals_finite_differences(activation, pair, x64):
     params, x, y, kw = problem(pair, seed=1)
     kw["activation"] = activation
     _, grads = jaxmlp.backward(params, x, y, **kw)
-    numeric = central_differences(lambda p: jaxmlp.loss_fn(p, x, y, **kw), params)
+    numeric = finite_difference_grads(lambda p: jaxmlp.loss_fn(p, x, y, **kw), params)  # central, h = 1e-6
     flat, ref_flat = flat64(grads), flat64(numeric)
     np.testing.assert_allclose(flat, ref_flat, rtol=1e-6, atol=1e-8 * np.abs(ref_flat).max())
 

@@ -5,12 +5,12 @@ import subprocess
 import sys
 import textwrap
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _trees import assert_trees_equal
 from jaxmlp import checkpoint, fit, init_mlp, optim
 from jaxmlp.optim import AdamState
 from jaxmlp.types import Layer
@@ -24,11 +24,6 @@ def make_state(seed=0):
     opt_state = AdamState(count=np.int32(seed + 5), mu=jax.tree.map(np.ones_like, params),
                           nu=jax.tree.map(np.zeros_like, params))
     return params, opt_state, np.asarray(jax.random.key_data(jax.random.key(seed)))
-
-
-def assert_trees_equal(a, b):
-    """Bitwise equal pytrees: same structure, shapes, dtypes and values."""
-    chex.assert_trees_all_equal(a, b, strict=True)
 
 
 # --- save / load / steps --------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ compiled.
 
 import gc
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +16,7 @@ import optax
 import pytest
 
 from jaxmlp import TrainingDiverged, backward, datasets, evaluate, fit, fit_ensemble, forward, init_mlp, loss_fn, optim
+from _trees import assert_trees_equal, max_rel
 from jaxmlp import train
 from jaxmlp.shuffle import permutation
 
@@ -46,18 +46,6 @@ def run(params, x, y, **overrides):
     kw = dict(optimizer=SGD, loss=LOSS, activation=ACTIVATION, epochs=EPOCHS, batch_size=BATCH,
               key=jax.random.key(SEED))
     return fit(params, x, y, **{**kw, **overrides})
-
-
-def max_rel(a, b) -> float:
-    """The largest per-leaf ``max |a - b| / max |b|`` of two pytrees."""
-    errs = [np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))) / np.max(np.abs(np.asarray(v)))
-            for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)]
-    return float(max(errs))
-
-
-def assert_trees_equal(a, b):
-    """Bitwise equal pytrees: same structure, shapes, dtypes and values."""
-    chex.assert_trees_all_equal(a, b, strict=True)
 
 
 @jax.jit
