@@ -7,6 +7,7 @@ module-level optimizer objects and a few epoch counts: most fits below reuse a p
 compiled.
 """
 
+import functools
 import gc
 
 import jax
@@ -312,23 +313,23 @@ def test_minibatch_metrics_full_batch_is_the_loss_before_each_step(x64):
 
 
 @pytest.mark.parametrize("ensemble", [False, True], ids=["fit", "fit_ensemble"])
-def test_chunked_evaluation_inside_fit_equals_one_chunk(ensemble, monkeypatch):
+def test_chunked_evaluation_inside_fit_equals_one_chunk(ensemble, monkeypatch, problem32, sgd32):
     """The per-epoch evaluation in chunks of 3 (N = 10: three chunks and a remainder of 1, under the
-    epochs' scan, and vmapped for an ensemble) gives the metrics of one chunk."""
-    params, x, y = make_problem(jnp.float32)
-    stack = jax.tree.map(lambda leaf: jnp.stack([leaf, 0.5 * leaf]), params)
-
-    def history():
-        if ensemble:
-            return fit_ensemble(stack, x, y, learning_rates=LEARNING_RATES, loss=LOSS, activation=ACTIVATION,
-                                epochs=EPOCHS, batch_size=BATCH, key=jax.random.key(SEED))[1]["loss"]
-        return run(params, x, y)[1]["loss"]
-
-    one_chunk = history()
+    epochs' scan, and vmapped for an ensemble) gives the metrics of one chunk (the shared runs)."""
+    params, x, y = problem32
+    if ensemble:  # the one-chunk run first: run_ensemble is cached, and must not cache a chunked one
+        stack, _, one_chunk = run_ensemble(jnp.float32, LEARNING_RATES)
+    else:
+        one_chunk = sgd32[1]
     monkeypatch.setattr(train, "EVAL_BUDGET", 1)
     monkeypatch.setattr(train, "EVAL_MIN_CHUNK", 3)
     assert train._eval_chunk(params) == 3
-    np.testing.assert_allclose(history(), one_chunk, rtol=1e-6)
+    if ensemble:
+        chunked = fit_ensemble(stack, x, y, learning_rates=LEARNING_RATES, loss=LOSS, activation=ACTIVATION,
+                               epochs=EPOCHS, batch_size=BATCH, key=jax.random.key(SEED))[1]
+    else:
+        chunked = run(params, x, y)[1]
+    np.testing.assert_allclose(chunked["loss"], one_chunk["loss"], rtol=1e-6)
 
 
 def test_fit_ensemble_rejects_a_bad_metrics_value(problem32):
@@ -371,8 +372,10 @@ def model(stack, i):
     return jax.tree.map(lambda leaf: leaf[i], stack)
 
 
+@functools.cache
 def run_ensemble(dtype, learning_rates):
-    """``(stack, trained, history)``: K = 2 models on the shared problem, configured as :func:`run`."""
+    """``(stack, trained, history)``: K = 2 models on the shared problem, configured as :func:`run`
+    (cached: several tests compare against the same run)."""
     _, x, y = make_problem(dtype)
     stack = jax.vmap(lambda k: init_mlp(k, SIZES, init="xavier", dtype=dtype))(jax.random.split(jax.random.key(1), 2))
     trained, history = fit_ensemble(stack, x, y, learning_rates=learning_rates, loss=LOSS, activation=ACTIVATION,
