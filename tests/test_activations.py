@@ -94,6 +94,32 @@ def test_kinks_follow_jax_nn(zero, float_dtype):
     assert activations.relu.kinks == (0.0,) and activations.leaky_relu.kinks == (0.0,)
 
 
+NONFINITE = [float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1.0, -1.0]
+
+
+@pytest.mark.parametrize("name", list(REFERENCE))
+def test_nan_and_inf_propagate_as_jax_nn(name, float_dtype):
+    """At NaN, ±inf and the kinks, values and derivatives are jax.nn's, NaN for NaN (a NaN input must
+    never be hidden: relu as where(z > 0, z, 0) once mapped it to 0)."""
+    act = activations.get(name)
+    z = jnp.array(NONFINITE, float_dtype)
+    value, ref_value = np.asarray(act.fn(z)), np.asarray(REFERENCE[name](z))
+    grad, ref_grad = np.asarray(act.grad(z)), np.asarray(jax.vmap(jax.grad(REFERENCE[name]))(z))
+    assert np.isnan(value[0]), f"{name}(NaN) = {value[0]}, not NaN"
+    np.testing.assert_array_equal(np.isnan(value), np.isnan(ref_value))
+    np.testing.assert_array_equal(np.isnan(grad), np.isnan(ref_grad))
+    finite = ~np.isnan(ref_value)
+    np.testing.assert_array_equal(value[finite], ref_value[finite])  # ±inf and 0 exactly as jax.nn
+    assert_close(jnp.asarray(grad[~np.isnan(ref_grad)]), ref_grad[~np.isnan(ref_grad)], float_dtype)
+
+
+def test_softmax_propagates_nan_as_jax_nn():
+    z = jnp.array([[1.0, float("nan"), 2.0], [1.0, 0.0, 2.0]])
+    ours = np.asarray(activations.softmax.fn(z))
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(np.asarray(jax.nn.softmax(z))))
+    assert np.isnan(ours[0]).all() and np.isfinite(ours[1]).all()
+
+
 def test_leaky_relu_slope():
     z = jnp.array([-3.0, -1e-3, 2.0])
     np.testing.assert_array_equal(activations.leaky_relu.fn(z), 0.01 * np.array([-3.0, -1e-3, 0.0], np.float32)

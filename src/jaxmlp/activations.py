@@ -19,6 +19,13 @@ The kinks follow ``jax.nn``: relu'(0) = 0 (``jax.nn.relu``'s custom derivative) 
 through them meets the same convention, which is what lets ``backward`` equal ``jax.grad(loss_fn)``
 at exact kinks (zero initialization puts every z at 0).
 
+NaN propagates as in ``jax.nn``: every value is NaN at a NaN input (relu's is written
+``where(z <= 0, 0, z)`` so that NaN, which fails every comparison, takes the ``z`` branch; the
+tempting ``where(z > 0, z, 0)`` maps NaN to 0 and hides a bad input). The derivatives at NaN are
+``jax.grad`` of ``jax.nn``'s at NaN: NaN for the smooth activations, while relu'(NaN) = 0 and
+leaky_relu'(NaN) = α are the constants of the branch NaN falls into, as ``jax.nn``'s. In backprop
+that constant multiplies a δ that is already NaN (the loss is NaN), so the gradient is NaN too.
+
 Softmax couples its outputs, so it has no elementwise derivative; it is allowed only as the output
 activation paired with cross-entropy, where backprop uses the fused delta a - y.
 
@@ -82,7 +89,7 @@ def _tanh_grad(z):
 
 
 def _relu(z):
-    return jnp.where(z > 0, z, jnp.zeros_like(z))  # (A3)
+    return jnp.where(z <= 0, jnp.zeros_like(z), z)  # (A3): NaN fails z <= 0 and passes through
 
 
 def _relu_grad(z):
