@@ -193,3 +193,89 @@ def test_integer_compute_dtype_is_an_error():
     params = jaxmlp.init_mlp(jax.random.key(0), [3, 4, 1])
     with pytest.raises(ValueError, match="compute_dtype must be a floating dtype"):
         jaxmlp.backward(params, jnp.ones((5, 3)), jnp.ones((5, 1)), compute_dtype=jnp.int32)
+
+
+# ---- Data values: fit and fit_ensemble hold the data concretely, and refuse NaN/inf and bad labels -------
+
+class _Compilations:
+    """Counts the XLA compilations started inside the ``with`` block (jax's backend-compile event)."""
+
+    def __enter__(self):
+        from jax import monitoring
+
+        self.n = 0
+        monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def _listen(self, event, duration, **_):
+        self.n += event.endswith("backend_compile_duration")
+
+    def __exit__(self, *exc):
+        from jax import monitoring
+
+        monitoring.unregister_event_duration_listener(self._listen)
+
+
+def _fitters(params):
+    """fit and fit_ensemble (K = 2 copies of ``params``), each as ``(params, x, y, loss) -> result``."""
+    from jaxmlp import optim
+
+    def fit(params, x, y, loss):
+        return jaxmlp.fit(params, x, y, optimizer=optim.adam(1e-3), loss=loss, epochs=2)
+
+    stack = jax.tree.map(lambda leaf: np.stack([leaf, leaf]), params)
+    learning_rates = jnp.array([1e-3, 1e-2], jnp.float32)  # made here: jnp.asarray of NumPy data compiles
+
+    def ensemble(params, x, y, loss):
+        return jaxmlp.fit_ensemble(stack, x, y, learning_rates=learning_rates, loss=loss, epochs=2)
+
+    return {"fit": fit, "fit_ensemble": ensemble}
+
+
+FIT_SIZES = [6, 7, 3]  # shapes of their own: had the check come after a compilation, it would show
+
+
+@pytest.mark.parametrize("fitter", ["fit", "fit_ensemble"])
+@pytest.mark.parametrize("where, bad, match", [
+    ("x", [(3, 1, np.nan), (8, 0, np.inf)], r"x holds 2 non-finite values \(1 NaN, 1 inf\) in 2 of its 10 rows; "
+                                             r"the first is row 3"),
+    ("x", [(0, 5, -np.inf)], r"x holds 1 non-finite values \(0 NaN, 1 inf\) in 1 of its 10 rows; the first is row 0"),
+    ("y", [(6, 2, np.nan)], r"y holds 1 non-finite values \(1 NaN, 0 inf\) in 1 of its 10 rows; the first is row 6"),
+], ids=["x-nan-and-inf", "x-minus-inf", "y-nan"])
+def test_fit_refuses_non_finite_data_before_compiling(fitter, where, bad, match):
+    params = jaxmlp.init_mlp(jax.random.key(0), FIT_SIZES)
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(10, 6)).astype(np.float32), "y": rng.normal(size=(10, 3)).astype(np.float32)}
+    for row, col, value in bad:
+        data[where][row, col] = value
+    train = _fitters(params)[fitter]
+    with _Compilations() as compiled, pytest.raises(ValueError, match=match):
+        train(params, data["x"], data["y"], "mse")
+    assert compiled.n == 0
+
+
+@pytest.mark.parametrize("fitter", ["fit", "fit_ensemble"])
+@pytest.mark.parametrize("label", [3, -1, 7])
+def test_fit_refuses_labels_outside_the_classes(fitter, label):
+    params = jaxmlp.init_mlp(jax.random.key(0), FIT_SIZES)
+    x = np.random.default_rng(0).normal(size=(10, 6)).astype(np.float32)
+    y = np.arange(10, dtype=np.int32) % 3
+    y[4] = label
+    with pytest.raises(ValueError, match=rf"y holds class label {label} \(row 4; 1 labels in all\) outside "
+                                         rf"\[0, C\) = \[0, 3\)"):
+        _fitters(params)[fitter](params, x, jnp.asarray(y), "ce")
+
+
+def test_data_checks_compile_nothing_and_let_good_data_through():
+    """The checks read the data on the host: no XLA program, whatever the shape; good data passes."""
+    from jaxmlp import checks
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(13, 11)), jnp.float32)
+    labels = jnp.asarray(np.arange(13) % 4, jnp.int32)
+    with _Compilations() as compiled:
+        checks.finite_values("x", x)
+        checks.labels_in_range(labels, 4)
+    assert compiled.n == 0
+    with pytest.raises(ValueError, match=r"class label 3 \(row 3; 3 labels in all\)"):
+        checks.labels_in_range(labels, 3)
+    jax.jit(lambda t: checks.finite_values("x", t) or t)(x)  # a tracer: nothing to read, nothing raised

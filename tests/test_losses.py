@@ -165,3 +165,17 @@ def test_probability_forms_have_finite_gradients_at_exact_zero_and_one(name):
     g = jax.grad(getattr(losses, name))(y_hat, y)
     assert bool(jnp.all(jnp.isfinite(g))), g
     assert float(getattr(losses, name)(y_hat, y)) > 50  # the clamped -log 0 = 100 dominates
+
+
+@pytest.mark.parametrize("bad", [3, -1], ids=["C", "minus-one"])
+def test_ce_out_of_range_label_under_jit_is_logsumexp_alone(bad, x64):
+    """What the losses docstring says (L5) computes under jit for a label outside [0, C): one_hot gives
+    that row no class, so its term is logsumexp(z_b) alone and its logit gradient softmax(z_b) / B. The
+    reference is written here from the formula, in NumPy."""
+    z = np.random.default_rng(1).normal(size=(2, 3))
+    labels = jnp.array([1, bad])
+    value, grad = jax.jit(jax.value_and_grad(losses.softmax_cross_entropy_with_logits))(jnp.asarray(z), labels)
+    lse = np.log(np.exp(z).sum(axis=1))
+    np.testing.assert_allclose(value, ((lse[0] - z[0, 1]) + lse[1]) / 2, rtol=1e-12)
+    softmax = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(grad[1], softmax[1] / 2, rtol=1e-12)

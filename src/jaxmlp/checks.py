@@ -1,14 +1,19 @@
 """Input validation, run at trace time on static shapes, so bad input fails before any compute.
 
-Every function here looks only at shapes, dtypes and Python values, which are static under ``jit``,
-``grad`` and ``vmap``: the errors are raised while tracing, with a message that names the argument and
-shows the shapes, never as a deep XLA error or a silent broadcast.
+Every function here but the last two looks only at shapes, dtypes and Python values, which are static
+under ``jit``, ``grad`` and ``vmap``: the errors are raised while tracing, with a message that names the
+argument and shows the shapes, never as a deep XLA error or a silent broadcast.
+
+The last two, :func:`finite_values` and :func:`labels_in_range`, read the *values* of data that a caller
+holds concretely (``fit`` and ``fit_ensemble`` do), on the host with NumPy, so that they compile
+nothing; on a tracer they do nothing (under ``jit`` a value cannot raise).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -112,3 +117,43 @@ def batch_matches(x, y) -> None:
                          f"(x shape {_shape(x)}, y shape {_shape(y)})")
     if _ndim(x) == 1 and _ndim(y) == 2:
         raise ValueError(f"x is one example of shape {_shape(x)} but y is batched with shape {_shape(y)}")
+
+
+def _host_values(a):
+    """``a`` as a NumPy array, or None for a tracer (values unknown while tracing)."""
+    if isinstance(a, jax.core.Tracer):
+        return None
+    return np.asarray(a)
+
+
+def finite_values(name: str, a) -> None:
+    """Every value of the concrete array ``a`` is finite; else a ValueError naming ``name``, the count of
+    NaN/inf values and the first row that holds one (a NaN in the data is bad input, not divergence)."""
+    values = _host_values(a)
+    if values is None or not np.issubdtype(values.dtype, np.inexact):
+        return
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    rows = bad.reshape(bad.shape[0], -1).any(axis=1) if bad.ndim > 1 else bad
+    first = int(np.argmax(rows))
+    n_nan, n_inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+    raise ValueError(f"{name} holds {n_nan + n_inf} non-finite values ({n_nan} NaN, {n_inf} inf) in "
+                     f"{int(rows.sum())} of its {len(rows)} rows; the first is row {first}: "
+                     f"{name}[{first}] = {np.array2string(values[first], threshold=8, edgeitems=3)}. "
+                     f"Drop or impute those rows before training")
+
+
+def labels_in_range(y, n_classes: int, name: str = "y") -> None:
+    """Integer class labels of the concrete array ``y`` lie in [0, n_classes); else a ValueError naming the
+    first offending label, its row and C. (Under ``jit`` nothing can raise: see :mod:`jaxmlp.losses`.)"""
+    values = _host_values(y)
+    if values is None or not np.issubdtype(values.dtype, np.integer):
+        return
+    bad = (values < 0) | (values >= n_classes)
+    if not bad.any():
+        return
+    first = int(np.argmax(bad.ravel()))
+    raise ValueError(f"{name} holds class label {int(values.ravel()[first])} (row {first}; {int(bad.sum())} "
+                     f"labels in all) outside [0, C) = [0, {n_classes}): the output layer has C = {n_classes} "
+                     f"units, one per class")

@@ -16,6 +16,14 @@ Cross-entropy's ``y`` is one-hot ``(B, C)`` or integer labels ``(B,)``. An unbat
 one example (B = 1). Shapes must match exactly: ``(B,)`` against ``(B, 1)`` is an error, never a silent
 broadcast into a ``(B, B)`` matrix.
 
+**Labels outside [0, C).** ``fit`` and ``fit_ensemble`` hold their data concretely and refuse such a
+label with a ValueError (:func:`jaxmlp.checks.labels_in_range`). Under ``jit`` nothing can raise on a
+value, and ``jax.nn.one_hot`` maps a label outside [0, C) (C, or -1) to an all-zero row. So that
+example's target has no class: in (L5) its term is ``logsumexp(z_b)`` alone (no ``- z_b,y``; still
+divided by the full B), in (L3) it contributes 0, and its gradient with respect to the logits is
+``softmax(z_b) / B`` (backprop's a - y with y = 0), which pushes every class of that example down. A
+NumPy-style negative index (-1 as the last class) is *not* what happens.
+
 Stability: (L4) and (L5) are computed from the logits and are finite at logits of ±1e4. The
 probability forms (L2), (L3) clamp each log at -100, as ``torch.nn.BCELoss`` does, so that an output
 that rounds to exactly 0 or 1 gives a large finite loss, not inf, and a finite gradient, not NaN.
