@@ -9,8 +9,8 @@ Module layout (imports run one way, top to bottom of this list):
 - verification against autodiff: :mod:`~jaxmlp.gradcheck` (``check_gradients``, layer-wise deltas,
   the zero-init symmetry diagnostic);
 - optimizers, which know only pytrees: :mod:`~jaxmlp.optim`;
-- training on top: :mod:`~jaxmlp.shuffle` (the epoch permutation), :mod:`~jaxmlp.train` (``fit``,
-  ``fit_ensemble``), :mod:`~jaxmlp.datasets`,
+- training on top: :mod:`~jaxmlp.shuffle` (the epoch permutation), :mod:`~jaxmlp.train` (``fit``),
+  :mod:`~jaxmlp.ensemble` (``fit_ensemble``, ``evaluate_ensemble``), :mod:`~jaxmlp.datasets`,
   :mod:`~jaxmlp.cli`.
 """
 
@@ -18,7 +18,8 @@ from jaxmlp import activations, datasets, initializers, losses, optim, shuffle
 from jaxmlp.backprop import backward, per_example_grads
 from jaxmlp.gradcheck import check_gradients, compare_deltas, symmetry
 from jaxmlp.mlp import collapse_linear, forward, forward_with_cache, init_mlp, loss_fn
-from jaxmlp.train import TrainingDiverged, evaluate, fit, fit_ensemble
+from jaxmlp.ensemble import evaluate_ensemble, fit_ensemble
+from jaxmlp.train import TrainingDiverged, evaluate, fit
 from jaxmlp.types import Cache, Layer
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "compare_deltas",
     "datasets",
     "evaluate",
+    "evaluate_ensemble",
     "fit",
     "fit_ensemble",
     "forward",

@@ -5,10 +5,18 @@ its final name (``os.replace`` is atomic on POSIX), so a crash mid-write leaves 
 checkpoint or the new one, never a torn file. Loading needs a template pytree with the same structure
 (the caller's params and optimizer state): the file stores leaves, not Python classes, so nothing is
 unpickled.
+
+Beside the leaves (``leaf_00000``, ...), a checkpoint holds:
+
+- ``meta``: a JSON string describing the state it was written from (per part of a tuple state: the
+  part's type name and each leaf's path, shape and dtype), so that a template that does not match is
+  refused with what differs (another optimizer, another architecture, another dtype);
+- ``history_<name>``: optional arrays, the metrics of the run up to this step (:func:`load_history`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -18,15 +26,36 @@ import numpy as np
 
 _NAME = "ckpt_{:08d}.npz"
 _PATTERN = re.compile(r"ckpt_(\d{8})\.npz$")
+_HISTORY = "history_"
+_SHOWN = 4  # leaves listed per differing part of a mismatch
 
 
-def save(directory, step: int, state, *, keep: int = 2) -> str:
-    """Write ``state`` (a pytree of arrays) as checkpoint ``step`` in ``directory``; keep the newest ``keep``."""
+def _dtype(leaf):
+    return leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype  # no device-to-host copy
+
+
+def describe(state) -> list[dict]:
+    """The parts of ``state`` (the elements of a tuple state, else the state itself), each as
+    ``{"type": name, "leaves": [[path, shape, dtype], ...]}``: what :func:`load` compares."""
+    parts = state if type(state) is tuple else (state,)
+    return [{"type": type(part).__name__,
+             "leaves": [[jax.tree_util.keystr(path), list(np.shape(leaf)), str(_dtype(leaf))]
+                        for path, leaf in jax.tree_util.tree_flatten_with_path(part)[0]]}
+            for part in parts]
+
+
+def save(directory, step: int, state, *, keep: int = 2, history=None) -> str:
+    """Write ``state`` (a pytree of arrays) as checkpoint ``step`` in ``directory``; keep the newest ``keep``.
+
+    ``history``: an optional dict of arrays (a run's metrics so far), read back by :func:`load_history`.
+    """
     if keep < 1:
         raise ValueError(f"keep must be >= 1 (the checkpoint just written is kept), got keep={keep}")
     os.makedirs(directory, exist_ok=True)
     leaves = jax.tree.leaves(state)
     arrays = {f"leaf_{i:05d}": np.asarray(jax.device_get(leaf)) for i, leaf in enumerate(leaves)}
+    arrays["meta"] = np.asarray(json.dumps({"parts": describe(state)}))
+    arrays.update({_HISTORY + k: np.asarray(v) for k, v in (history or {}).items()})
     final = os.path.join(directory, _NAME.format(step))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_ckpt_", suffix=".npz")
     try:
@@ -51,17 +80,63 @@ def steps(directory) -> list[int]:
     return sorted(int(m.group(1)) for name in os.listdir(directory) if (m := _PATTERN.match(name)))
 
 
-def load(directory, step: int, like):
-    """Read checkpoint ``step`` into the structure of ``like``, checking every leaf's shape and dtype."""
+def _leaf_list(leaves) -> str:
+    shown = ", ".join(f"{path or '<leaf>'} {tuple(shape)} {dtype}" for path, shape, dtype in leaves[:_SHOWN])
+    return shown + (f", ... ({len(leaves) - _SHOWN} more)" if len(leaves) > _SHOWN else "")
+
+
+def _differences(saved: list[dict], wanted: list[dict], names) -> list[str]:
+    """What differs between the parts a checkpoint was written from and the template's, part by part."""
+    out = []
+    for i in range(max(len(saved), len(wanted))):
+        name = names[i] if names is not None and i < len(names) else f"part {i}"
+        s = saved[i] if i < len(saved) else None
+        w = wanted[i] if i < len(wanted) else None
+        if s == w:
+            continue
+        if s is None or w is None:
+            out.append(f"{name}: only {'this run' if s is None else 'the checkpoint'} has it")
+        elif s["type"] != w["type"] or [p for p, _, _ in s["leaves"]] != [p for p, _, _ in w["leaves"]]:
+            out.append(f"{name}: the checkpoint holds a {s['type']} of {len(s['leaves'])} arrays "
+                       f"[{_leaf_list(s['leaves'])}], this run a {w['type']} of {len(w['leaves'])} arrays "
+                       f"[{_leaf_list(w['leaves'])}]")
+        else:
+            changed = [(a, b) for a, b in zip(s["leaves"], w["leaves"]) if a != b]
+            out.append(f"{name}: " + "; ".join(
+                f"{a[0] or '<leaf>'} is {tuple(a[1])} {a[2]} in the checkpoint but {tuple(b[1])} {b[2]} in this run"
+                for a, b in changed[:_SHOWN]) + (f"; ... ({len(changed) - _SHOWN} more)" if len(changed) > _SHOWN else ""))
+    return out
+
+
+def load(directory, step: int, like, *, names=None):
+    """Read checkpoint ``step`` into the structure of ``like``, checking every leaf's shape and dtype.
+
+    Raises:
+      ValueError: when the checkpoint does not match ``like``, saying what differs, part by part of a
+        tuple state (named by ``names``, e.g. ``("params", "optimizer state")``), for checkpoints
+        written with their description (``meta``).
+    """
     path = os.path.join(directory, _NAME.format(step))
     template, treedef = jax.tree.flatten(like)
     with np.load(path) as data:
-        leaves = [data[f"leaf_{i:05d}"] for i in range(len(data.files))]
+        n = sum(1 for k in data.files if k.startswith("leaf_"))
+        leaves = [data[f"leaf_{i:05d}"] for i in range(n)]
+        meta = json.loads(str(data["meta"])) if "meta" in data.files else None
+    problem = None
     if len(leaves) != len(template):
-        raise ValueError(f"checkpoint {path} holds {len(leaves)} arrays but the training state has {len(template)}")
+        problem = f"checkpoint {path} holds {len(leaves)} arrays but the training state has {len(template)}"
     for i, (saved, want) in enumerate(zip(leaves, template)):
-        dtype = want.dtype if hasattr(want, "dtype") else np.asarray(want).dtype  # no device-to-host copy
-        if saved.shape != np.shape(want) or saved.dtype != dtype:
-            raise ValueError(f"checkpoint {path}: array {i} has shape {saved.shape} and dtype {saved.dtype}, "
-                             f"but the training state expects {np.shape(want)} and {dtype}")
+        if problem is None and (saved.shape != np.shape(want) or saved.dtype != _dtype(want)):
+            problem = (f"checkpoint {path}: array {i} has shape {saved.shape} and dtype {saved.dtype}, "
+                       f"but the training state expects {np.shape(want)} and {_dtype(want)}")
+    if problem is not None:
+        if meta is not None:
+            problem += " (" + "; ".join(_differences(meta["parts"], describe(like), names)) + ")"
+        raise ValueError(problem)
     return jax.tree.unflatten(treedef, leaves)
+
+
+def load_history(directory, step: int) -> dict:
+    """The history saved with checkpoint ``step`` (``{}`` when none was)."""
+    with np.load(os.path.join(directory, _NAME.format(step))) as data:
+        return {k[len(_HISTORY):]: data[k] for k in data.files if k.startswith(_HISTORY)}

@@ -155,8 +155,12 @@ def _all_finite(tree):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
-def _epochs(params, opt_state, key, x, y, *, optimizer, config: _Config, n_epochs: int):
-    """``n_epochs`` epochs of (T1)-(T2) as one ``lax.scan``; also tracks the last finite parameters."""
+def _epochs(params, opt_state, key, x, y, good=None, ok=None, *, optimizer, config: _Config, n_epochs: int):
+    """``n_epochs`` epochs of (T1)-(T2) as one ``lax.scan``; also tracks the last finite parameters.
+
+    ``good`` (default ``params``) are the last finite parameters so far and ``ok`` (default True) whether
+    every epoch so far was finite: once an epoch is not, ``good`` stays at the parameters before it.
+    """
     loss_grads_output = _loss_grads_output(config)
     N, B = x.shape[0], config.batch_size
 
@@ -177,7 +181,7 @@ def _epochs(params, opt_state, key, x, y, *, optimizer, config: _Config, n_epoch
         return (optim.apply_updates(params, updates), opt_state), metrics
 
     def epoch(carry, _):
-        params, opt_state, key, good = carry
+        params, opt_state, key, good, ok = carry
         key, k_perm = jax.random.split(key)
         if config.batch_size is None:  # one full-batch step
             (params, opt_state), step_metrics = jax.lax.scan(
@@ -194,11 +198,12 @@ def _epochs(params, opt_state, key, x, y, *, optimizer, config: _Config, n_epoch
         else:
             metrics = _evaluate_in_chunks(params, x, y, config.eval_chunk, **kw)
         finite = jnp.isfinite(metrics["loss"]) & _all_finite(params)
-        good = jax.tree.map(lambda new, old: jnp.where(finite, new, old), params, good)
-        return (params, opt_state, key, good), (metrics, finite)
+        ok = ok & finite
+        good = jax.tree.map(lambda new, old: jnp.where(ok, new, old), params, good)
+        return (params, opt_state, key, good, ok), (metrics, finite)
 
-    carry = (params, opt_state, key, params)
-    (params, opt_state, key, good), (metrics, finite) = jax.lax.scan(epoch, carry, None, length=n_epochs)
+    carry = (params, opt_state, key, params if good is None else good, jnp.bool_(True) if ok is None else ok)
+    (params, opt_state, key, good, _), (metrics, finite) = jax.lax.scan(epoch, carry, None, length=n_epochs)
     return params, opt_state, key, good, metrics, finite
 
 
@@ -241,6 +246,10 @@ def _check_fit_options(optimizer, checkpoint_dir, checkpoint_every, epochs_per_c
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise TypeError(f"optimizer must be a GradientTransformation with init and update (jaxmlp.optim.adam(...) "
                         f"or an optax one), got {type(optimizer).__name__}: {optimizer!r}")
+    _check_loop_options(checkpoint_dir, checkpoint_every, epochs_per_call)
+
+
+def _check_loop_options(checkpoint_dir, checkpoint_every, epochs_per_call):
     _positive_or_none("checkpoint_every", checkpoint_every)
     _positive_or_none("epochs_per_call", epochs_per_call)
     if checkpoint_dir is not None and checkpoint_every is None:
@@ -255,10 +264,6 @@ def _check_run(params, x, y, loss, activation, output_activation, epochs, batch_
     mlp.check_target(params, x, y, loss)
     if jnp.ndim(x) != 2:
         raise ValueError(f"fit needs a batch x of shape (N, n_in), got shape {jnp.shape(x)}")
-    checks.finite_values("x", x)  # on the host: a NaN in the data is bad input, not divergence
-    checks.finite_values("y", y)
-    if loss == "ce":
-        checks.labels_in_range(y, checks.params_chain(params)[-1])
     if grad not in ("manual", "autodiff"):
         raise ValueError(f"grad must be 'manual' or 'autodiff', got {grad!r}")
     if not checks.is_int(epochs) or epochs < 0:
@@ -284,10 +289,53 @@ def _check_axis(mesh, axis, n, what):
         raise ValueError(f"{what} = {n} must be divisible by the mesh's {axis!r} axis of size {mesh.shape[axis]}")
 
 
-def _history(chunks, first_epoch: int) -> dict:
-    out = {k: np.concatenate([np.asarray(c[k]) for c in chunks]) for k in chunks[0]} if chunks else {"loss": np.zeros((0,))}
-    out["epoch"] = np.arange(first_epoch + 1, first_epoch + 1 + len(out["loss"]))
+STATE_NAMES = ("params", "optimizer state", "key")  # the parts of fit's checkpoints, for mismatch messages
+
+
+def _history(past: dict, chunks) -> dict:
+    """The metrics of epochs 1..E: ``past`` (from a checkpoint) followed by this call's ``chunks``."""
+    parts = ([past] if past else []) + list(chunks)
+    out = ({k: np.concatenate([np.asarray(c[k]) for c in parts]) for k in parts[0]} if parts
+           else {"loss": np.zeros((0,))})
+    out["epoch"] = np.arange(1, 1 + len(out["loss"]))
     return out
+
+
+def _resume(checkpoint_dir, state, names):
+    """``(state, start, past)``: the latest checkpoint in ``checkpoint_dir`` read into ``state``'s structure
+    (placed as ``state``'s arrays are: replicated over a mesh, say), its epoch and the history it holds;
+    ``(state, 0, {})`` when there is none."""
+    saved = [] if checkpoint_dir is None else checkpoint.steps(checkpoint_dir)
+    if not saved:
+        return state, 0, {}
+    start = saved[-1]
+    try:
+        loaded = checkpoint.load(checkpoint_dir, start, state, names=names)
+    except ValueError as e:
+        raise ValueError(
+            f"checkpoint_dir={str(checkpoint_dir)!r} holds the checkpoint of epoch {start} of another run, which "
+            f"this one cannot resume: {e}. To start this run afresh, clear {str(checkpoint_dir)!r} (or pass "
+            f"another checkpoint_dir)") from None
+    loaded = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding) if isinstance(old, jax.Array)
+                          else new, loaded, state)
+    return loaded, start, checkpoint.load_history(checkpoint_dir, start)
+
+
+def _calls(start: int, epochs: int, per_call, checkpoint_every):
+    """``(first epoch, epochs)`` of each compiled call: ``per_call`` epochs (default: all that are left),
+    cut at every multiple of ``checkpoint_every``, where a checkpoint is written."""
+    epoch = start
+    while epoch < epochs:
+        stop = min(epochs, epoch + (per_call or epochs))
+        if checkpoint_every:
+            stop = min(stop, (epoch // checkpoint_every + 1) * checkpoint_every)
+        yield epoch, stop - epoch
+        epoch = stop
+
+
+def _checkpoint_due(checkpoint_dir, checkpoint_every, epoch: int, epochs: int) -> bool:
+    """Every ``checkpoint_every`` epochs, and after the last epoch (so a rerun of a finished run has nothing left)."""
+    return checkpoint_dir is not None and (epoch % checkpoint_every == 0 or epoch == epochs)
 
 
 def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=None, epochs=1,
@@ -306,9 +354,11 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
       key: the ``jax.random`` key for the permutations (default ``jax.random.key(0)``). The same key
         gives a bit-identical result.
       grad: ``"manual"`` (:func:`jaxmlp.backward`) or ``"autodiff"`` (``jax.grad(loss_fn)``).
-      checkpoint_dir, checkpoint_every: write an atomic checkpoint every ``checkpoint_every`` epochs,
-        and resume from the latest one found in ``checkpoint_dir``.
-      epochs_per_call: epochs per compiled call (default: all of them, or ``checkpoint_every``).
+      checkpoint_dir, checkpoint_every: write an atomic checkpoint every ``checkpoint_every`` epochs
+        and after the last one, and resume from the latest one found in ``checkpoint_dir``. A checkpoint
+        of another run (another optimizer, architecture or dtype) is refused, saying what differs.
+      epochs_per_call: epochs per compiled call (default: all of them); calls also end at every
+        multiple of ``checkpoint_every``.
       callback: ``callback(epoch, metrics)`` after each compiled call, with that call's last metrics.
       mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis (data parallelism): params and optimizer
         state are replicated, every minibatch is split over the axis, and XLA inserts the all-reduce
@@ -322,7 +372,8 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
 
     Returns:
       ``(params, history)``, ``history["loss"]`` (and ``["accuracy"]`` for classification) one entry per
-      epoch run in this call, ``history["epoch"]`` their 1-based epoch numbers.
+      epoch, ``history["epoch"]`` their 1-based epoch numbers: 1..``epochs``, a resumed run's included
+      (the checkpoints hold the history).
 
     Raises:
       TrainingDiverged: a ``FloatingPointError`` whose ``.params`` are the parameters after the last
@@ -339,91 +390,28 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
         _check_axis(mesh, "data", batch_size or jnp.shape(x)[0], "batch_size (or N, for full batch)")
         params, x, y = jax.device_put((params, x, y), NamedSharding(mesh, PartitionSpec()))
     opt_state = _init_state(optimizer, params)
-    saved = [] if checkpoint_dir is None else checkpoint.steps(checkpoint_dir)
-    start = saved[-1] if saved else 0
-    if saved:
-        params, opt_state, key_data = checkpoint.load(
-            checkpoint_dir, start, (params, opt_state, jax.random.key_data(key)))
-        key = jax.random.wrap_key_data(jnp.asarray(key_data), impl=jax.random.key_impl(key))
-    chunk = epochs_per_call or checkpoint_every or max(epochs - start, 1)
-    chunks, epoch = [], start
-    while epoch < epochs:
-        n = min(chunk, epochs - epoch)
+    (params, opt_state, key_data), start, past = _resume(
+        checkpoint_dir, (params, opt_state, jax.random.key_data(key)), STATE_NAMES)
+    key = jax.random.wrap_key_data(jnp.asarray(key_data), impl=jax.random.key_impl(key))
+    chunks = []
+    for epoch, n in _calls(start, epochs, epochs_per_call, checkpoint_every):
         new_params, opt_state, key, good, metrics, finite = _run_epochs(
             params, opt_state, key, x, y, optimizer=optimizer, config=config, n_epochs=n)
         finite = np.asarray(finite)
         if not finite.all():
             bad = int(np.argmin(finite))
             chunks.append({k: np.asarray(v)[: bad + 1] for k, v in metrics.items()})
-            history = _history(chunks, start)
+            history = _history(past, chunks)
             raise TrainingDiverged(
                 f"training diverged in epoch {epoch + bad + 1}: the loss or the parameters became non-finite "
                 f"(loss {history['loss'][-1]}); .params holds the parameters after epoch {epoch + bad} "
                 f"(the last finite ones)", good, epoch + bad + 1, history)
         params, epoch = new_params, epoch + n
         chunks.append(metrics)
-        if checkpoint_dir is not None and checkpoint_every and epoch % checkpoint_every == 0:
-            checkpoint.save(checkpoint_dir, epoch, (params, opt_state, jax.random.key_data(key)))
+        if _checkpoint_due(checkpoint_dir, checkpoint_every, epoch, epochs):
+            checkpoint.save(checkpoint_dir, epoch, (params, opt_state, jax.random.key_data(key)),
+                            history={k: v for k, v in _history(past, chunks).items() if k != "epoch"})
         if callback is not None:
             callback(epoch, {k: float(np.asarray(v)[-1]) for k, v in metrics.items()})
-    return params, _history(chunks, start)
+    return params, _history(past, chunks)
 
-
-def _ensemble_epochs(params, key, x, y, learning_rates, *, config: _Config, n_epochs: int):
-    def one_model(params, lr):
-        optimizer = optim.adam(lr)
-        return _epochs(params, optimizer.init(params), key, x, y, optimizer=optimizer, config=config,
-                       n_epochs=n_epochs)
-
-    return jax.vmap(one_model)(params, learning_rates)
-
-
-_compiled_ensemble = jax.jit(_ensemble_epochs, static_argnames=("config", "n_epochs"))
-
-
-def fit_ensemble(params_stack, x, y, *, learning_rates, loss, activation="relu", output_activation=None,
-                 epochs=1, batch_size=None, key=None, grad="manual", mesh=None, compute_dtype=None, metrics="full"):
-    """Train K models at once, model i with ``jaxmlp.optim.adam(learning_rates[i])``, in one program.
-
-    Every leaf of ``params_stack`` has a leading axis K (e.g. ``jax.vmap(lambda k: init_mlp(k, sizes))``
-    over K keys). All models see the same minibatches (the same ``key``), so model i equals :func:`fit`
-    of model i alone with ``adam(learning_rates[i])`` and the same key, to rounding.
-
-    ``mesh``: a ``jax.sharding.Mesh`` with a ``"model"`` axis (model parallelism): the K models are
-    sharded over it, each device training its share, and the returned stack stays sharded. K must be
-    divisible by the axis size. ``compute_dtype`` and ``metrics`` as for :func:`fit`.
-
-    Returns:
-      ``(params_stack, history)`` with ``history["loss"]`` of shape ``(epochs, K)``. A model whose
-      training diverges does not stop the others: it keeps its last finite parameters, and
-      ``history["diverged"]`` (shape ``(K,)``) marks it.
-    """
-    leaves = jax.tree.leaves(params_stack)
-    if not leaves or any(jnp.ndim(W) != 3 or jnp.ndim(b) != 2 for W, b in params_stack):
-        raise ValueError("params_stack must be Layers stacked along a leading axis K (W of shape (K, n_out, n_in), "
-                         "b of shape (K, n_out)), e.g. jax.vmap(lambda k: init_mlp(k, sizes))(keys); got shapes "
-                         f"{[(jnp.shape(W), jnp.shape(b)) for W, b in params_stack]}")
-    K = leaves[0].shape[0]
-    if any(leaf.shape[:1] != (K,) for leaf in leaves):
-        raise ValueError(f"every leaf of params_stack needs the same leading axis K; got shapes "
-                         f"{[leaf.shape for leaf in leaves]}")
-    learning_rates = jnp.asarray(learning_rates)
-    if learning_rates.shape != (K,):
-        raise ValueError(f"learning_rates must have shape (K,) = ({K},), got shape {learning_rates.shape}")
-    first = jax.tree.map(lambda leaf: leaf[0], params_stack)
-    _check_run(first, x, y, loss, activation, output_activation, epochs, batch_size, grad, metrics)
-    config = _Config(loss, activation, output_activation, grad, batch_size, compute_dtype,
-                     eval_chunk=_eval_chunk(params_stack, K), metrics=metrics)
-    key = jax.random.key(0) if key is None else key
-    learning_rates = learning_rates.astype(leaves[0].dtype)
-    if mesh is not None:
-        mesh = _auto_axes(mesh)
-        _check_axis(mesh, "model", K, "the number of models K")
-        params_stack, learning_rates = jax.device_put((params_stack, learning_rates),
-                                                      NamedSharding(mesh, PartitionSpec("model")))
-        x, y = jax.device_put((x, y), NamedSharding(mesh, PartitionSpec()))
-    _, _, _, good, metrics, finite = _compiled_ensemble(params_stack, key, x, y, learning_rates,
-                                                        config=config, n_epochs=epochs)
-    history = {k: np.asarray(v).T for k, v in metrics.items()}  # (K, epochs) -> (epochs, K)
-    history["diverged"] = ~np.asarray(finite).all(axis=1)
-    return good, history
