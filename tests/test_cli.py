@@ -1,15 +1,38 @@
-"""The command line, run in-process: ``jaxmlp train`` outputs, bad arguments, and ``jaxmlp gradcheck``."""
+"""The command line, run in-process: ``jaxmlp train`` outputs, bad arguments, and ``jaxmlp gradcheck``.
 
+The CLI turns on jax's persistent compilation cache: here it goes to a temporary ``XDG_CACHE_HOME``, and
+jax's cache settings are put back after each test (``test_cache.py`` tests the cache in fresh processes).
+"""
+
+import argparse
 import contextlib
 import io
 import json
+import re
 import time
+from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from jaxmlp import activations, backprop, cli, datasets, evaluate
 from jaxmlp.types import Layer
+
+
+@pytest.fixture(autouse=True)
+def isolated_compilation_cache(tmp_path_factory, monkeypatch):
+    """The CLI's default cache goes to a temporary directory; jax's cache settings are restored after."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    saved = {name: getattr(jax.config, name) for name in names}
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
 
 XOR = ["train", "--dataset", "xor", "--sizes", "2,8,1", "--activation", "tanh", "--epochs", "30",
        "--batch-size", "32"]
@@ -126,3 +149,181 @@ def test_gradcheck_fails_when_backward_is_broken(broken, small_gradcheck, monkey
     assert code == (1 if broken else 0)
     assert ("FAIL" in stdout) == broken
     assert ("0/2 combinations pass" if broken else "2/2 combinations pass") in stdout
+
+
+# ---- Usage errors, help, and what `train` prints ------------------------------------------------------
+
+@pytest.mark.parametrize("argv, match", [
+    (["train", "--dataset", "mnist"], r"argument --dataset: invalid choice: 'mnist' \(choose from 'xor', .*'digits'"),
+    (["train", "--activation", "swish"], r"argument --activation: invalid choice: 'swish' \(choose from .*'relu'"),
+    (["train", "--init", "glorot"], r"argument --init: invalid choice: 'glorot' \(choose from .*'he'"),
+    (["train", "--batch-size", "-5"], r"argument --batch-size: expected a non-negative int, got '-5'"),
+    (["train", "--lr", "-0.1"], r"argument --lr: expected a positive float, got '-0.1'"),
+    (["train", "--lr=-1e-3"], r"argument --lr: expected a positive float, got '-1e-3'"),
+    (["train", "--lr", "nan"], r"argument --lr: expected a positive float, got 'nan'"),
+    (["train", "--epochs", "0"], r"argument --epochs: expected a positive int, got '0'"),
+    (["train", "--momentum", "1"], r"argument --momentum: expected a float in \[0, 1\), got '1'"),
+    (["train", "--checkpoint-every", "0"], r"argument --checkpoint-every: expected a positive int"),
+    (["gradcheck", "--batch", "0"], r"argument --batch: expected a positive int, got '0'"),
+    (["gradcheck", "--h=-1e-6"], r"argument --h: expected a positive float"),
+], ids=["dataset", "activation", "init", "batch-size", "lr", "lr-equals", "lr-nan", "epochs", "momentum",
+        "checkpoint-every", "gradcheck-batch", "gradcheck-h"])
+def test_bad_arguments_are_usage_errors(argv, match, capsys):
+    """Exit 2 with argparse's usage line and a message naming the valid values: no traceback, no run."""
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    out, err = capsys.readouterr()
+    assert info.value.code == 2 and out == ""
+    assert err.startswith("usage: jaxmlp") and re.search(match, err), err
+    assert "Traceback" not in err
+
+
+def test_train_help_lists_every_flags_choices_and_default(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    train = next(a for a in cli.parser()._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
+    flags = [a for a in train._actions if a.option_strings and a.dest != "help"]
+    assert len(flags) >= 17
+    for action in flags:
+        flag = action.option_strings[0]
+        help_part = text[text.index(flag + (" {" if action.choices else " ")):]
+        help_part = help_part[:help_part.index("(default:") + 80]
+        assert "(default:" in help_part, flag  # before the next flag's text
+        if action.choices:
+            assert "{" + ",".join(action.choices) + "}" in text, flag
+    for expected in ("--epochs EPOCHS epochs (positive) (default: 40)", "(default: digits)",
+                     "(default: relu)", "(default: 0.003)", "(default: adam)", "(default: he)",
+                     "(default: 64)", "{xor,moons,spirals,breast_cancer,digits,iris,diabetes}"):
+        assert expected in text, expected
+
+
+def test_one_epoch_prints_no_nan_and_says_nothing_was_saved():
+    code, stdout = run_main(XOR[:-4] + ["--epochs", "1", "--batch-size", "32"])
+    assert code == 0
+    assert "nan" not in stdout.lower()
+    assert "time per step not measured (a single compiled call" in stdout
+    assert "nothing saved: pass --out DIR" in stdout
+
+
+@pytest.mark.parametrize("epochs, every, expected", [(40, None, 4), (41, None, 1), (1, None, 1), (9, None, 1),
+                                                     (100, None, 10), (30, None, 3), (40, 5, 5)])
+def test_epochs_per_call(epochs, every, expected):
+    """A divisor of the epochs (one compiled program), about 10 calls; the checkpoint interval when saving."""
+    assert cli._epochs_per_call(epochs, every) == expected
+
+
+@pytest.fixture
+def fit_calls(monkeypatch):
+    """The epoch reached by each compiled call of ``fit`` that the CLI makes (its callback's first argument)."""
+    from jaxmlp import train
+
+    calls = []
+    real_fit = train.fit
+
+    def fit(*args, callback, **kw):
+        return real_fit(*args, callback=lambda e, m: (calls.append(e), callback(e, m)), **kw)
+
+    monkeypatch.setattr(train, "fit", fit)
+    return calls
+
+
+def test_train_reports_progress_once_per_compiled_call(fit_calls):
+    """40 epochs: 10 calls of 4 epochs (10 host round trips), not one per epoch."""
+    code, stdout = run_main(XOR[:-4] + ["--epochs", "40", "--batch-size", "32", "--no-progress"])
+    assert code == 0 and fit_calls == list(range(4, 41, 4))
+    assert "compiled calls of 4 epochs x 10 steps" in stdout
+
+
+# ---- What the flags do ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, reference", [
+    ("adam", lambda optax, a: optax.adam(a.lr)),
+    ("sgd", lambda optax, a: optax.sgd(a.lr)),
+    ("gd", lambda optax, a: optax.sgd(a.lr)),
+    ("momentum", lambda optax, a: optax.sgd(a.lr, momentum=a.momentum)),
+    ("nesterov", lambda optax, a: optax.sgd(a.lr, momentum=a.momentum, nesterov=True)),
+])
+def test_optimizer_flag_maps_to_the_named_optimizer(name, reference):
+    """--optimizer NAME --lr --momentum: three compiled updates equal optax's NAME with those hyperparameters."""
+    import optax
+
+    args = argparse.Namespace(optimizer=name, lr=0.05, momentum=0.8)
+    ours, ref = cli._optimizer(args), reference(optax, args)
+    rng = np.random.default_rng(0)
+    params = {"w": np.asarray(rng.normal(size=(3,)), np.float32)}
+    state, ref_state = ours.init(params), ref.init(params)
+    update, ref_update = jax.jit(ours.update), jax.jit(ref.update)  # compiled, as fit runs them
+    for _ in range(3):
+        grads = {"w": np.asarray(rng.normal(size=(3,)), np.float32)}
+        updates, state = update(grads, state, params)
+        ref_updates, ref_state = ref_update(grads, ref_state, params)
+        np.testing.assert_array_equal(updates["w"], ref_updates["w"])  # bit for bit, as test_optim.py
+
+
+def _metrics(out):
+    return json.loads((Path(out) / "metrics.json").read_text())
+
+
+def _params(out):
+    with np.load(Path(out) / "params.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+def test_checkpoint_dir_resumes_to_the_uninterrupted_run(tmp_path, fit_calls):
+    """10 epochs with --checkpoint-dir, then the same command with --epochs 20: it runs only epochs 11-20
+    (calls ending at 15 and 20) and ends bit-identical to one uninterrupted 20-epoch run."""
+    base = XOR[:-4] + ["--batch-size", "32", "--checkpoint-every", "5", "--no-progress"]
+    ckpt = tmp_path / "ckpt"
+    assert run_main(base + ["--epochs", "10", "--checkpoint-dir", str(ckpt)])[0] == 0
+    assert fit_calls == [5, 10] and any(ckpt.iterdir())
+    del fit_calls[:]
+    code, _ = run_main(base + ["--epochs", "20", "--checkpoint-dir", str(ckpt), "--out", str(tmp_path / "resumed")])
+    assert code == 0 and fit_calls == [15, 20]
+    assert run_main(base + ["--epochs", "20", "--out", str(tmp_path / "straight")])[0] == 0
+    resumed, straight = _params(tmp_path / "resumed"), _params(tmp_path / "straight")
+    for k in straight:
+        np.testing.assert_array_equal(resumed[k], straight[k])
+    assert _metrics(tmp_path / "resumed")["test_loss"] == _metrics(tmp_path / "straight")["test_loss"]
+
+
+def test_regression_reports_r2_of_the_saved_params(tmp_path):
+    """diabetes: test_r2 = 1 - Σ(ŷ - y)² / Σ(y - ȳ)², recomputed here in NumPy from params.npz."""
+    code, stdout = run_main(["train", "--dataset", "diabetes", "--sizes", "10,16,1", "--epochs", "20",
+                             "--no-progress", "--out", str(tmp_path)])
+    assert code == 0
+    metrics, p = _metrics(tmp_path), _params(tmp_path)
+    _, _, x, y = (np.asarray(a, np.float64) for a in datasets.load("diabetes", seed=0))
+    y_hat = np.maximum(x @ p["W1"].T + p["b1"], 0) @ p["W2"].T + p["b2"]
+    r2 = 1 - np.sum((y_hat - y) ** 2) / np.sum((y - y.mean()) ** 2)
+    assert metrics["loss"] == "mse" and "test_accuracy" not in metrics
+    np.testing.assert_allclose(metrics["test_r2"], r2, rtol=1e-4)
+    assert 0.2 < r2 < 1  # 20 epochs of a small MLP explain part of the variance
+    assert f"test_r2 {metrics['test_r2']:.4f}" in stdout
+
+
+@pytest.mark.parametrize("init", ["zeros", "he"])
+def test_init_flag_reaches_the_network(init, tmp_path):
+    """--init zeros: every hidden z and a = tanh(z) is 0, so (B1)-(B4) give W1, b1 and W2 zero gradients
+    for ever and only b2 moves; with --init he, W1 is not zero."""
+    code, _ = run_main(XOR[:-4] + ["--epochs", "5", "--batch-size", "32", "--init", init, "--no-progress",
+                                   "--out", str(tmp_path)])
+    p = _params(tmp_path)
+    assert code == 0 and _metrics(tmp_path)["init"] == init
+    zero = [k for k in ("W1", "b1", "W2") if not p[k].any()]
+    assert zero == (["W1", "b1", "W2"] if init == "zeros" else ["b1"] if not p["b1"].any() else [])
+    assert p["b2"].any()
+
+
+@pytest.mark.slow
+def test_readme_first_command_on_digits():
+    """`jaxmlp train` with every default, as the README's first command, reaches the README's 0.969."""
+    code, stdout = run_main(["train", "--no-progress"])
+    assert code == 0
+    assert "digits (multiclass, 1438 train / 359 test), sizes [64, 64, 32, 10], relu, loss ce, adam lr 0.003, " \
+           "batch 64, 40 epochs of 22 steps" in stdout
+    accuracy = float(re.search(r"test_accuracy (\d\.\d+)", stdout).group(1))
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "0.969 with the defaults above" in readme
+    assert f"{accuracy:.3f}" == "0.969"

@@ -11,11 +11,14 @@ Module layout (imports run one way, top to bottom of this list):
 - optimizers, which know only pytrees: :mod:`~jaxmlp.optim`;
 - training on top: :mod:`~jaxmlp.shuffle` (the epoch permutation), :mod:`~jaxmlp.train` (``fit``),
   :mod:`~jaxmlp.ensemble` (``fit_ensemble``, ``evaluate_ensemble``), :mod:`~jaxmlp.datasets`,
-  :mod:`~jaxmlp.cli`.
+  :mod:`~jaxmlp.cli`;
+- on the side: :mod:`~jaxmlp.cache` (``enable_compilation_cache``, jax's persistent compilation cache;
+  importing jaxmlp changes no jax setting).
 """
 
 from jaxmlp import activations, datasets, initializers, losses, optim, shuffle
 from jaxmlp.backprop import backward, per_example_grads
+from jaxmlp.cache import enable_compilation_cache
 from jaxmlp.gradcheck import check_gradients, compare_deltas, symmetry
 from jaxmlp.mlp import collapse_linear, forward, forward_with_cache, init_mlp, loss_fn
 from jaxmlp.ensemble import evaluate_ensemble, fit_ensemble
@@ -32,6 +35,7 @@ __all__ = [
     "collapse_linear",
     "compare_deltas",
     "datasets",
+    "enable_compilation_cache",
     "evaluate",
     "evaluate_ensemble",
     "fit",
