@@ -2,7 +2,7 @@
 
 :func:`compare_with_optax` runs two optimizers on the same sequence of gradients and reports, after
 every step, how far apart their parameters are and, for Adam, their bias-corrected moments m̂ and v̂
-((O6) in :mod:`jaxmlp.optim`). :func:`adam_trace` builds the two Adams for you::
+((O6) in :mod:`jaxmlp.optim`). :func:`adam_trace` and :func:`adamw_trace` build the two optimizers for you::
 
     trace = adam_trace(params, grads_sequence, learning_rate=1e-2)
     print(trace)             # a table: first steps, last step, worst step
@@ -99,7 +99,8 @@ def compare_with_optax(ours, reference, params, grads_sequence, *, b1=None, b2=N
     :func:`jaxmlp.optim.apply_updates`. With ``b1`` and ``b2`` (Adam's decay rates), both states must
     hold an Adam state (``count``, ``mu``, ``nu``, possibly inside a chain), and the trace also
     compares the bias-corrected moments m̂ = mu / (1 - b1^count), v̂ = nu / (1 - b2^count), computed
-    in float64 from each state with the same ``b1``, ``b2``.
+    in float64 from each state with the same ``b1``, ``b2`` (for NAdam too: the stored moments, debiased
+    by (O6), not (O8)'s look-ahead m̂). Complex parameters are compared by the modulus of the difference.
     """
     _check_sequence(params, grads_sequence)
     run_ours, run_ref = _scan(ours, optim.apply_updates), _scan(reference, optax.apply_updates)
@@ -115,14 +116,27 @@ def compare_with_optax(ours, reference, params, grads_sequence, *, b1=None, b2=N
     return OptimizerTrace(_max_abs_diff(p_ours, p_ref), scale, m_hat_diff, v_hat_diff)
 
 
-def adam_trace(params, grads_sequence, learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8) -> OptimizerTrace:
-    """:func:`compare_with_optax` for ``jaxmlp.optim.adam`` against ``optax.adam`` with the same hyperparameters."""
-    return compare_with_optax(optim.adam(learning_rate, b1, b2, eps), optax.adam(learning_rate, b1, b2, eps),
+def adam_trace(params, grads_sequence, learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, *,
+               nesterov=False) -> OptimizerTrace:
+    """:func:`compare_with_optax` for ``jaxmlp.optim.adam`` against ``optax.adam`` with the same hyperparameters
+    (NAdam with ``nesterov=True``); ``learning_rate`` may be a schedule."""
+    return compare_with_optax(optim.adam(learning_rate, b1, b2, eps, nesterov=nesterov),
+                              optax.adam(learning_rate, b1, b2, eps, nesterov=nesterov),
                               params, grads_sequence, b1=b1, b2=b2)
 
 
+def adamw_trace(params, grads_sequence, learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4,
+                mask=None, *, nesterov=False) -> OptimizerTrace:
+    """:func:`compare_with_optax` for ``jaxmlp.optim.adamw`` against ``optax.adamw`` with the same hyperparameters."""
+    ours = optim.adamw(learning_rate, b1, b2, eps, weight_decay, mask, nesterov=nesterov)
+    reference = optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay, mask=mask, nesterov=nesterov)
+    return compare_with_optax(ours, reference, params, grads_sequence, b1=b1, b2=b2)
+
+
 def _f64(x):
-    return np.asarray(x).astype(np.float64)
+    """float64, or complex128 for complex arrays (their differences are then complex moduli)."""
+    x = np.asarray(x)
+    return x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
 
 
 def _max_abs_diff(a, b):
