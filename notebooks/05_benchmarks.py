@@ -14,7 +14,11 @@
 # ---
 
 # %% [markdown]
-# # 5. Benchmarks: what the hand-written backward costs
+# # 5. Appendix: benchmarks of the library (what the hand-written backward costs)
+#
+# **This notebook is about jaxmlp the library, not about the lesson.** Notebooks 1–4 teach the perceptron,
+# backpropagation, initialization and the optimizers; nothing here is needed to follow them. It reads the
+# timings that `python -m benchmarks` saved and runs nothing itself.
 #
 # The hand-written backward of `jaxmlp.backward` ((B1)–(B4)) and `jax.grad(loss_fn)` compute the same
 # numbers (notebook 2); here we ask which one XLA runs faster. A training step is (T1)–(T2) of
@@ -121,9 +125,9 @@ for name, (_, rows) in runs.items():
 # %% [markdown]
 # ## Step time per system and configuration
 #
-# Single models (K = 1): the median time per training step of every system, for each configuration
-# and batch size, on a log scale (the configurations span orders of magnitude); the error bars span
-# the fastest to the slowest repeat.
+# Single models (K = 1): the median time per training step of every system, one panel per configuration
+# (its layer sizes and loss in the title), a group of bars per batch size, on a log scale; the error bars
+# span the fastest to the slowest repeat.
 
 # %%
 def single_models(rows):
@@ -132,28 +136,36 @@ def single_models(rows):
 
 for name, (_, rows) in runs.items():
     single = single_models(rows)
-    groups = sorted({(r["config"], r["batch"]) for r in single})
+    configs = sorted({r["config"] for r in single})
     systems = sorted({r["system"] for r in single})
-    if not groups:
+    if not configs:
         continue
     by_key = {(r["config"], r["batch"], r["system"]): r for r in single}
-    sizes = {r["config"]: f"{r.get('sizes', '')} {r.get('loss', '')}" for r in single}
-    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(groups) * max(1, len(systems) / 3)), 4.2))
-    width = 0.8 / len(systems)
-    for i, system in enumerate(systems):
-        xs, t, lo, hi = [], [], [], []
-        for j, (config, batch) in enumerate(groups):
-            if (r := by_key.get((config, batch, system))) is not None:
-                xs.append(j + i * width)
-                t.append(r["us_per_step"])
-                lo.append(r["us_per_step"] - r.get("us_min", r["us_per_step"]))
-                hi.append(r.get("us_max", r["us_per_step"]) - r["us_per_step"])
-        ax.bar(xs, t, width, yerr=[lo, hi], capsize=2, label=system)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))],
-                  [f"{c} B={b}\n{sizes[c]}" for c, b in groups], fontsize=7)
-    ax.set(yscale="log", ylabel="µs per step (median)", title=f"{name}: time per training step")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    sizes = {r["config"]: f"{r.get('sizes', '')} {r.get('loss', '')}".strip() for r in single}
+    colors = {system: f"C{i % 10}" for i, system in enumerate(systems)}
+    # One panel per configuration, stacked, each as wide as the page: batches side by side, a bar per system.
+    fig, axes = plt.subplots(len(configs), 1, figsize=(11, 2.9 * len(configs) + 0.6), squeeze=False)
+    for ax, config in zip(axes[:, 0], configs):
+        batches = sorted({r["batch"] for r in single if r["config"] == config})
+        width = 0.8 / len(systems)
+        for i, system in enumerate(systems):
+            xs, t, lo, hi = [], [], [], []
+            for j, batch in enumerate(batches):
+                if (r := by_key.get((config, batch, system))) is not None:
+                    xs.append(j + i * width)
+                    t.append(r["us_per_step"])
+                    lo.append(r["us_per_step"] - r.get("us_min", r["us_per_step"]))
+                    hi.append(r.get("us_max", r["us_per_step"]) - r["us_per_step"])
+            ax.bar(xs, t, width, yerr=[lo, hi], capsize=2, color=colors[system], label=system)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(batches))], [f"batch {b}" for b in batches])
+        shortest = min(r["us_min"] if "us_min" in r else r["us_per_step"] for r in single if r["config"] == config)
+        ax.set(yscale="log", ylabel="µs per step (median)", title=f"{config} {sizes[config]}".strip(),
+               xlim=(-0.1 - width / 2, len(batches) - 0.1 - width / 2), ylim=(shortest / 2, None))
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, ncol=min(4, len(systems)), loc="lower center")
+    fig.suptitle(f"{name}: time per training step, one panel per configuration")
+    legend_rows = 1 + (len(systems) - 1) // 4
+    fig.tight_layout(rect=(0, (0.15 + 0.22 * legend_rows) / fig.get_figheight(), 1, 1))  # room for the legend
     plt.show()
 
 # %% [markdown]

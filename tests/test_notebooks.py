@@ -4,8 +4,10 @@ Every notebook is kept as a Jupytext pair, ``NN_name.py`` (percent format, the o
 ``NN_name.ipynb`` (executed, with its figures, for reading on GitHub). The tests
 
 - execute a copy of every ``.ipynb`` in a fresh kernel of this interpreter (nbclient), on CPU, with
-  strict rank promotion, each cell within ``CELL_TIMEOUT_S`` and the whole notebook within
-  ``NOTEBOOK_BUDGET_S``, and check that no cell raised and that the figures were drawn;
+  strict rank promotion, and check that no cell raised and that the figures were drawn. The lesson
+  notebooks ``assert`` every number their text quotes ("momentum reaches f below 1e-25", "X beats Y") on
+  the numbers they just computed, so a change that makes the text false fails here. ``CELL_TIMEOUT_S``
+  only stops a hung kernel; how long the notebooks take is not a test (time goes in ``benchmarks/``);
 - check that the cells of each ``.ipynb`` equal Jupytext's reading of its ``.py``, and that the
   committed ``.ipynb`` was executed (every code cell ran, no error output).
 
@@ -18,7 +20,6 @@ Skipped when the notebook tools (nbclient, nbformat, jupytext, ipykernel) are no
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,7 @@ kernelspec = pytest.importorskip("ipykernel.kernelspec")
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 SOURCES = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py"))
-CELL_TIMEOUT_S = 120
-NOTEBOOK_BUDGET_S = 120
+CELL_TIMEOUT_S = 600  # a hung kernel, not a time budget
 BENCHMARKS = "05_benchmarks"
 
 
@@ -58,15 +58,14 @@ def kernel_env(tmp_path_factory):
 
 
 def _execute(source: Path, tmp_path: Path):
-    """Execute a copy of ``source``'s ``.ipynb`` in ``tmp_path``; return (executed notebook, seconds)."""
+    """Execute a copy of ``source``'s ``.ipynb`` in ``tmp_path``; return the executed notebook."""
     copy = tmp_path / source.with_suffix(".ipynb").name
     shutil.copyfile(source.with_suffix(".ipynb"), copy)
     nb = nbformat.read(copy, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
-    start = time.perf_counter()
-    client.execute()  # raises CellExecutionError on the first failing cell, with its traceback
-    return nb, time.perf_counter() - start
+    client.execute()  # raises CellExecutionError on the first failing cell (a failed assert too)
+    return nb
 
 
 def _outputs(nb, output_type=None):
@@ -81,9 +80,8 @@ def _images(nb):
 @pytest.mark.slow
 @pytest.mark.parametrize("source", SOURCES, ids=_ids(SOURCES))
 def test_notebook_executes(source, tmp_path, kernel_env):
-    nb, seconds = _execute(source, tmp_path)
+    nb = _execute(source, tmp_path)
     assert not _outputs(nb, "error")
-    assert seconds < NOTEBOOK_BUDGET_S, f"{source.name} took {seconds:.0f} s, over the {NOTEBOOK_BUDGET_S} s budget"
     if source.stem != BENCHMARKS:  # the benchmarks notebook draws only when results exist
         assert _images(nb), f"{source.name} drew no figure"
 
@@ -110,7 +108,7 @@ def test_benchmarks_notebook_plots_results(tmp_path, kernel_env, monkeypatch):
     """With a results file present, the benchmarks notebook tabulates it and draws both figures."""
     _fake_results(tmp_path / "results" / "cpu" / "results.json")
     monkeypatch.setenv("JAXMLP_BENCHMARK_RESULTS", str(tmp_path / "results"))
-    nb, _ = _execute(NOTEBOOKS_DIR / f"{BENCHMARKS}.py", tmp_path)
+    nb = _execute(NOTEBOOKS_DIR / f"{BENCHMARKS}.py", tmp_path)
     text = "".join(o.get("text", "") for o in _outputs(nb, "stream"))
     assert "benchmark runs found: 1" in text  # the scaling file has no rows of this kind
     assert "results/cpu/results.json: 13 rows" in text
