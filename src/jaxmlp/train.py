@@ -316,8 +316,8 @@ def _resume(checkpoint_dir, state, names):
             f"checkpoint_dir={str(checkpoint_dir)!r} holds the checkpoint of epoch {start} of another run, which "
             f"this one cannot resume: {e}. To start this run afresh, clear {str(checkpoint_dir)!r} (or pass "
             f"another checkpoint_dir)") from None
-    loaded = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding) if isinstance(old, jax.Array)
-                          else new, loaded, state)
+    loaded = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding)
+                          if isinstance(old, jax.Array) and old.committed else new, loaded, state)
     return loaded, start, checkpoint.load_history(checkpoint_dir, start)
 
 
@@ -389,9 +389,10 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
     if mesh is not None:
         _check_axis(mesh, "data", batch_size or jnp.shape(x)[0], "batch_size (or N, for full batch)")
         params, x, y = jax.device_put((params, x, y), NamedSharding(mesh, PartitionSpec()))
-    opt_state = _init_state(optimizer, params)
-    (params, opt_state, key_data), start, past = _resume(
-        checkpoint_dir, (params, opt_state, jax.random.key_data(key)), STATE_NAMES)
+    state = (params, _init_state(optimizer, params), jax.random.key_data(key))
+    if mesh is not None:  # every part of the state on the mesh (a resumed one too), replicated
+        state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
+    (params, opt_state, key_data), start, past = _resume(checkpoint_dir, state, STATE_NAMES)
     key = jax.random.wrap_key_data(jnp.asarray(key_data), impl=jax.random.key_impl(key))
     chunks = []
     for epoch, n in _calls(start, epochs, epochs_per_call, checkpoint_every):
