@@ -139,6 +139,8 @@ print(f"ten sigmoid layers shrink δ by at least 1 / {1 / max_sigmoid_grad ** 10
 assert abs(max_sigmoid_grad - 0.25) < 1e-6 and max_sigmoid_grad ** 10 < 1e-6
 assert bool(jnp.all(relu.grad(z[z > 0]) == 1.0)) and float(relu.grad(jnp.array(0.0))) == 0.0
 assert float(activations.get("leaky_relu").grad(jnp.array(0.0))) == 1.0
+print(f"at z = 4: sigmoid' = {float(sigmoid.grad(jnp.array(4.0))):.4f}, tanh' = {float(tanh.grad(jnp.array(4.0))):.4f}")
+assert float(sigmoid.grad(jnp.array(4.0))) < 0.02 and float(tanh.grad(jnp.array(4.0))) < 0.002  # saturated
 
 # %% [markdown]
 # ## Without an activation, depth collapses

@@ -72,7 +72,8 @@ key = jax.random.key(0)
 #
 # - **tanh, ReLU** ($\sigma(0) = 0$): after step 1 only $b[L]$ has changed, so every $W$ is still 0 and
 #   every hidden $a$ is still 0, and step 2 is step 1 again. By induction, **no weight ever moves**: the
-#   network is the constant $\sigma(b[L])$, whatever the optimizer.
+#   network is the constant $\sigma(b[L])$, with any optimizer whose update is 0 for a zero gradient
+#   (GD, momentum and Adam all are).
 # - **sigmoid** ($\sigma(0) = \tfrac12$): step 1 sets $W[L]$ to a nonzero constant row, so at step 2
 #   $\delta[L-1] = W[L]^\top \delta[L] \odot \sigma'(0)$ is nonzero, the same in every unit, and $W[L-1]$
 #   moves (every entry alike, since $a[L-2] = \tfrac12$ in every unit); $\delta[1]$ is still 0 because
@@ -115,7 +116,7 @@ for act in steps:
 # sigmoid: step 1 moves W[3] (all entries equal), step 2 also W[2], step 3 also W[1], with identical rows.
 (_, g1), (_, g2), (_, g3) = steps["sigmoid"]
 assert nonzero(g1[2].W) and bool(jnp.all(g1[2].W == g1[2].W[0, 0]))
-assert not nonzero(g2[0].W) and nonzero(g2[1].W)
+assert not nonzero(g2[0].W) and nonzero(g2[1].W) and bool(jnp.all(g2[1].W == g2[1].W[0, 0]))
 assert nonzero(g3[0].W) and bool(jnp.all(g3[0].W == g3[0].W[:1]))
 # tanh and ReLU: a[L-1] = 0, so W[L] is frozen too, at every step; only b[L] moves.
 for act in ("tanh", "relu"):

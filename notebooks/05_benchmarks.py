@@ -20,9 +20,13 @@
 # backpropagation, initialization and the optimizers; nothing here is needed to follow them. It reads the
 # timings that `python -m benchmarks` saved and runs nothing itself.
 #
-# The hand-written backward of `jaxmlp.backward` ((B1)–(B4)) and `jax.grad(loss_fn)` compute the same
-# numbers (notebook 2); here we ask which one XLA runs faster. A training step is (T1)–(T2) of
-# `jaxmlp.train`: one forward, one backward, one Adam update, jitted. The systems compared:
+# The hand-written backward of `jaxmlp.backward`, (B1)–(B4) of notebook 2
+# ($\delta[L] = \partial L/\partial a[L] \odot \sigma_L'(z[L])$, $\delta[l] = W[l+1]^\top \delta[l+1] \odot \sigma'(z[l])$,
+# $\partial L/\partial W[l] = \delta[l]\, a[l-1]^\top$, $\partial L/\partial b[l] = \delta[l]$), and `jax.grad(loss_fn)`
+# compute the same numbers; here we ask which one XLA runs faster. A training step is one forward and one
+# backward pass on a minibatch, $(L, g) = \text{backward}(\theta, X_b, Y_b)$, then one Adam update,
+# $(u, s) = \text{update}(g, s, \theta)$, $\theta \leftarrow \theta + u$ ((T1)–(T2) of `jaxmlp.train`), jitted.
+# The systems compared:
 #
 # - `jaxmlp-manual`: `jaxmlp.backward` + `jaxmlp.optim.adam`;
 # - `jaxmlp-autodiff`: the same step with `jax.value_and_grad(jaxmlp.loss_fn)`;
