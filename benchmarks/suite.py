@@ -102,6 +102,8 @@ def _benches(cfg: Config, device: str, p: Plan) -> list[harness.Bench]:
     benches.append(systems.reference_step(cfg))
     if (cfg.name, cfg.batch) in p.fit_at:
         benches += [systems.jaxmlp_fit(cfg, p.fit_flops, metrics) for metrics in ("full", "minibatch")]
+        per_epoch, epochs = systems._fit_shape(cfg, p.fit_flops)
+        benches.append(systems.expert_bench(cfg, 1, epochs, per_epoch))  # the same run, by an expert
     if p.peers:
         benches += [b for b in [peers.torch_eager_step(cfg, device)] if b] if lean else peers.build_peers(cfg, device)
     return benches
@@ -110,9 +112,11 @@ def _benches(cfg: Config, device: str, p: Plan) -> list[harness.Bench]:
 def _ensemble_benches(cfg: Config, K: int, device: str, p: Plan) -> list[harness.Bench]:
     n = p.ensemble_steps
     per_epoch = max(1, min(64, n))
-    benches = [systems.jaxmlp_fit_ensemble(cfg, K, epochs=max(1, n // per_epoch), per_epoch=per_epoch, metrics=m)
+    epochs = max(1, n // per_epoch)
+    benches = [systems.jaxmlp_fit_ensemble(cfg, K, epochs=epochs, per_epoch=per_epoch, metrics=m)
                for m in ("full", "minibatch")]
-    benches += [systems.reference_vmap_ensemble(cfg, K, n),
+    benches += [systems.expert_bench(cfg, K, epochs, per_epoch),  # the same runs, by an expert
+                systems.reference_vmap_ensemble(cfg, K, n),
                experimental.manual_vmap_ensemble(cfg, K, n),
                experimental.folded_ensemble(cfg, K, n)]
     if p.peers:
@@ -176,6 +180,10 @@ def ratios(rows) -> list[dict]:
     pairs = [("manual/ref", "jaxmlp-manual", "jax-optax"), ("manual/autodiff", "jaxmlp-manual", "jaxmlp-autodiff"),
              ("manual/torch", "jaxmlp-manual", "torch-eager"), ("fit/loop", "jaxmlp-fit", "jaxmlp-manual"),
              ("fit-minibatch/loop", "jaxmlp-fit-minibatch", "jaxmlp-manual"),
+             ("fit/expert-scan", "jaxmlp-fit", "expert-scan"),
+             ("fit-minibatch/expert-scan", "jaxmlp-fit-minibatch", "expert-scan"),
+             ("fit_ensemble/expert-vmap", "jaxmlp-fit_ensemble", "expert-vmap"),
+             ("fit_ensemble-minibatch/expert-vmap", "jaxmlp-fit_ensemble-minibatch", "expert-vmap"),
              ("fit_ensemble/optax-vmap", "jaxmlp-fit_ensemble", "jax-optax-vmap"),
              ("fit_ensemble/torch-func", "jaxmlp-fit_ensemble", "torch-func-vmap"),
              ("fit_ensemble-minibatch/optax-vmap", "jaxmlp-fit_ensemble-minibatch", "jax-optax-vmap"),

@@ -12,7 +12,11 @@ MSE for a one-output config, softmax cross-entropy on integer labels otherwise.
   ``metrics="minibatch"`` (the running mean of the steps' own losses, no extra forward pass);
 - ensembles of K models on one shared minibatch, µs per *model*-step: ``jaxmlp-fit_ensemble``,
   ``jaxmlp-fit_ensemble-minibatch`` (``metrics="minibatch"``), ``jax-optax-vmap`` (``vmap`` of the
-  reference step over K, ``lax.scan`` over steps).
+  reference step over K, ``lax.scan`` over pre-drawn steps);
+- the expert baselines, what a JAX user writes in ten lines for a whole training run (the same work as
+  ``jaxmlp-fit``, without its per-epoch metrics): ``expert-scan``, ``lax.scan`` over epochs of a
+  ``jax.random.permutation`` shuffle and ``lax.scan`` over its minibatches, ``jax.grad`` + ``optax.adam``;
+  ``expert-vmap``, ``jax.vmap`` of that run over K models (one shared key: one shuffle for all).
 
 A config's ``dtype`` is the compute dtype. jaxmlp keeps its parameters in it (its Adam holds float32
 moments); the reference keeps float32 master weights and casts to the compute dtype in the loss.
@@ -212,6 +216,47 @@ def scan_bench(name, step, state, cfg: Config, K: int, n_steps: int) -> Bench:
     compiled, compile_s, temp = compile_jit(scan_steps(step, n_steps), *state, xs, ys, donate_argnums=(0, 1))
     return Bench(name, stateful(compiled, state, xs, ys), K * n_steps, compile_s, temp,
                  note=f"K={K}; {n_steps} steps per call (lax.scan)")
+
+
+def expert_run(cfg: Config, epochs: int, batch: int):
+    """``(tx, run)``, ``run(params, opt_state, key, x, y) -> (params, opt_state)`` the expert's whole run."""
+    tx, step = ref_step_fn(cfg)
+
+    def run(params, opt_state, key, x, y):
+        n = x.shape[0]
+
+        def epoch(carry, k):
+            rows = jax.random.permutation(k, n)[: (n // batch) * batch].reshape(n // batch, batch)
+            carry, _ = jax.lax.scan(lambda c, r: (step(*c, x[r], y[r]), None), carry, rows)
+            return carry, None
+
+        return jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, epochs))[0]
+
+    return tx, run
+
+
+def expert_bench(cfg: Config, K: int, epochs: int, per_epoch: int) -> Bench:
+    """The expert run of ``epochs`` x ``per_epoch`` steps: one model (``expert-scan``), or ``jax.vmap`` of it
+    over K models sharing the key (``expert-vmap``); per model-step."""
+    tx, run = expert_run(cfg, epochs, cfg.batch)
+    x, y = data(cfg, cfg.batch * per_epoch)
+    if K == 1:
+        params = ref_init(jax.random.key(0), cfg.sizes)
+        state, name = (params, tx.init(params)), "expert-scan"
+    else:
+        params = jax.vmap(lambda k: ref_init(k, cfg.sizes))(jax.random.split(jax.random.key(0), K))
+        state, name = (params, jax.vmap(tx.init)(params)), "expert-vmap"
+        run = jax.vmap(run, in_axes=(0, 0, None, None, None))
+    key = jax.random.key(2)
+    compiled, compile_s, temp = compile_jit(run, *state, key, x, y, donate_argnums=(0, 1))
+    cell = [jax.tree.map(jnp.copy, state)]
+
+    def call():
+        cell[0] = compiled(*cell[0], key, x, y)
+        return cell[0]
+
+    return Bench(name, call, K * epochs * per_epoch, compile_s, temp,
+                 note=f"K={K}; {epochs} epochs x {per_epoch} steps per call (jax.random.permutation shuffle)")
 
 
 def reference_vmap_ensemble(cfg: Config, K: int, n_steps: int = 64) -> Bench:
