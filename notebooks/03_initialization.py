@@ -89,6 +89,7 @@ sizes = [2, 8, 8, 1]
 xb, yb = x_tr[:32], y_tr[:32]
 print(f"{len(x_tr)} training examples, fraction with y = 1: {float(jnp.mean(y_tr)):.3f}; "
       f"in the minibatch: {float(jnp.mean(yb)):.3f}")
+assert len(x_tr) == 320 and float(jnp.mean(y_tr)) == 0.5 and float(jnp.mean(yb)) != 0.5
 
 
 def largest(tree):
