@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the top-level `benchmarks` package
@@ -27,6 +28,7 @@ def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     p = suite.tiny(suite.plan("gpu", quick=True))
     p.peers = False  # optional dependencies; their builders are skipped when missing anyway
+    p.repeats = 3  # an odd count: the median is one of the repeats, and differs from their mean
     with jax.numpy_rank_promotion("allow"):  # the plain-JAX reference writes `x @ w + b`, as JAX code does
         return out, suite.run_suite(p, "cpu", out, log=lambda *_: None)
 
@@ -39,7 +41,13 @@ def test_rows_have_required_keys_and_positive_finite_numbers(result):
         assert all(k in row for k in REQUIRED), row
         for k in ("us_per_step", "us_min", "us_max", "gflops", "peak_fraction"):
             assert math.isfinite(row[k]) and row[k] > 0, (k, row)
-        assert row["us_min"] <= row["us_per_step"] <= row["us_max"]
+        # The summary is the statistics of the recorded repeats, and GFLOP/s follows from the sizes.
+        repeats = np.asarray(row["us_repeats"])
+        assert len(repeats) == row["repeats"] >= 1
+        assert row["us_per_step"] == np.median(repeats)
+        assert (row["us_min"], row["us_max"]) == (repeats.min(), repeats.max())
+        macs = sum(a * b for a, b in zip(row["sizes"][:-1], row["sizes"][1:]))
+        assert row["gflops"] == pytest.approx(6 * row["batch"] * macs / (row["us_per_step"] * 1e-6) / 1e9, rel=1e-12)
         assert row["compile_s"] >= 0 and (row["temp_bytes"] is None or row["temp_bytes"] >= 0)
 
 
@@ -65,11 +73,17 @@ def test_machine_versions_and_plots(result):
 
 
 def test_documented_peaks_give_mfu():
-    p = suite.DOCUMENTED_PEAKS_TFLOPS["H200"]
+    """MFU from numbers worked out by hand: MNIST [784, 512, 512, 10] at B = 256 is Σ n_in n_out = 668 672
+    MACs per example, 6 · 256 · 668 672 = 1 027 080 192 FLOPs per step; at 1 ms per step that is 1 027.08
+    GFLOP/s, against H200's documented 989 TFLOP/s bf16 and 67 TFLOP/s fp32."""
     cfg = suite.MNIST
-    stats = dict(us_per_step=cfg.step_flops / 989e12 * 1e6, us_min=0.0, us_max=0.0)
-    row = suite._row(stats, "x", cfg, 1, {"float32": 1.0}, p)
-    assert row["mfu_bf16"] == pytest.approx(1.0)
+    assert (cfg.sizes, cfg.batch) == ((784, 512, 512, 10), 256)
+    stats = dict(us_per_step=1000.0, us_min=900.0, us_max=1100.0)
+    row = suite._row(stats, "x", cfg, 1, {"float32": 2000.0}, suite.DOCUMENTED_PEAKS_TFLOPS["H200"])
+    assert row["gflops"] == pytest.approx(1027.080192, rel=1e-12)
+    assert row["peak_fraction"] == pytest.approx(1027.080192 / 2000.0, rel=1e-12)
+    assert row["mfu_bf16"] == pytest.approx(1027.080192 / 989e3, rel=1e-12)
+    assert row["mfu_fp32"] == pytest.approx(1027.080192 / 67e3, rel=1e-12)
 
 
 @pytest.mark.parametrize("loss", ["mse", "ce"])

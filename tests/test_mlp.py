@@ -195,3 +195,40 @@ def test_collapse_linear_is_not_a_nonlinear_network(x64):
     params, x = setup([3, 5, 3], dtype=jnp.float64)
     W, b = jaxmlp.collapse_linear(params)
     assert not np.allclose(x @ W.T + b[None, :], jaxmlp.forward(params, x, activation="tanh"), rtol=1e-3)
+
+
+# ---- What forward's docstring promises ----------------------------------------------------------------
+
+def test_forward_docstring_shows_custom_activations():
+    """Custom activations are findable from forward's docstring, and its example runs: softplus hidden
+    units, against the network written in NumPy."""
+    assert "Activation" in jaxmlp.forward.__doc__ and "softplus" in jaxmlp.forward.__doc__
+    from jaxmlp.activations import Activation
+
+    softplus = Activation("softplus", jax.nn.softplus, jax.nn.sigmoid)
+    params = jaxmlp.init_mlp(jax.random.key(0), [3, 4, 2])
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    (W1, b1), (W2, b2) = (tuple(np.asarray(t, np.float64) for t in layer) for layer in params)
+    expected = np.logaddexp(0, x @ W1.T + b1) @ W2.T + b2
+    np.testing.assert_allclose(jaxmlp.forward(params, x, activation=softplus), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_forward_default_is_logits_and_softmax_gives_probabilities():
+    """forward's identity default returns z[L] (what loss_fn's natural pair is applied to): the same argmax
+    as the softmax probabilities, and exactly log-probabilities up to a per-row constant."""
+    params = jaxmlp.init_mlp(jax.random.key(1), [3, 5, 4])
+    x = np.random.default_rng(1).normal(size=(6, 3)).astype(np.float32)
+    logits = np.asarray(jaxmlp.forward(params, x), np.float64)
+    probs = np.asarray(jaxmlp.forward(params, x, output_activation="softmax"), np.float64)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-6)
+    np.testing.assert_array_equal(probs.argmax(axis=1), logits.argmax(axis=1))
+    np.testing.assert_allclose(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), probs, rtol=1e-5)
+
+
+def test_nan_row_gives_nan_loss_not_a_number():
+    """The issue's observation: evaluate on a NaN row returned a finite loss (relu mapped NaN to 0)."""
+    params = jaxmlp.init_mlp(jax.random.key(0), [2, 4, 3])
+    x = np.array([[0.5, -1.0], [np.nan, 1.0]], np.float32)
+    labels = np.array([0, 1], np.int32)
+    assert np.isnan(float(jaxmlp.evaluate(params, x, labels, loss="ce")["loss"]))
+    assert np.isnan(np.asarray(jaxmlp.forward(params, x))[1]).all()

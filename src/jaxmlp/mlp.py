@@ -124,7 +124,30 @@ def forward_with_cache(params, x, *, activation="relu", output_activation="ident
 
 
 def forward(params, x, *, activation="relu", output_activation="identity"):
-    """The network's output a[L] for ``x`` of shape ``(n_in,)`` or ``(batch, n_in)``.
+    """The network's output a[L] = σ_out(z[L]) for ``x``, by (F1)-(F2) layer after layer.
+
+    Args:
+      params: a tuple of ``Layer(W, b)``, ``W`` of shape ``(n_l, n_{l-1})``, as :func:`init_mlp` makes.
+      x: one example ``(n_in,)`` or a batch ``(batch, n_in)``; the output has shape ``(n_out,)`` or
+        ``(batch, n_out)`` accordingly.
+      activation: the hidden activation σ: a name from :data:`jaxmlp.activations.HIDDEN_NAMES` (``"sigmoid"``,
+        ``"tanh"``, ``"relu"``, ``"leaky_relu"``, ``"gelu"``, ``"gelu_tanh"``, ``"identity"``) or your own
+        :class:`jaxmlp.activations.Activation` ``(name, fn, grad, kinks=(), elementwise=True)``: ``fn`` the
+        value, ``grad`` its elementwise derivative written by hand (what :func:`jaxmlp.backward` uses), ``kinks``
+        the points where it is not differentiable (finite-difference checks flag them). For example
+        ``Activation("softplus", jax.nn.softplus, jax.nn.sigmoid)``.
+      output_activation: σ_out, a name from :data:`jaxmlp.activations.NAMES` (``"softmax"`` included) or
+        an ``Activation``. The default ``"identity"`` returns the raw outputs z[L].
+
+    Returns:
+      a[L], in the parameters' dtype.
+
+    Why the default differs from :func:`loss_fn`'s: ``forward`` takes no loss, so it has no natural pair to
+    pick, and returns z[L] unless told otherwise. ``loss_fn(..., output_activation=None)`` pairs the loss
+    with its output (mse→identity, bce→sigmoid, ce→softmax). So a network trained with ``loss="ce"``
+    gives logits from ``forward(params, x)`` (their argmax is the predicted class) and probabilities from
+    ``forward(params, x, output_activation="softmax")``; with ``loss="bce"`` the logit threshold is 0, the
+    probability threshold (``output_activation="sigmoid"``) 0.5. For mse the two defaults agree.
 
     Works under ``jit``, ``grad``, ``vmap`` over ``x`` and ``vmap`` over ``params`` (stacked ensembles).
     """
@@ -177,7 +200,9 @@ def loss_and_output(params, x, y, activation, output_activation, loss, compute_d
 def loss_fn(params, x, y, *, activation="relu", output_activation=None, loss="mse", compute_dtype=None):
     """The scalar loss of the network on ``(x, y)``; see :mod:`jaxmlp.losses` for where the 1/n lives.
 
-    ``output_activation=None`` picks the loss's natural pair (mse→identity, bce→sigmoid, ce→softmax).
+    ``output_activation=None`` picks the loss's natural pair (mse→identity, bce→sigmoid, ce→softmax);
+    :func:`forward`, which takes no loss, defaults to identity instead (its docstring says what that means).
+    Integer labels outside [0, C) cannot raise under ``jit``: :mod:`jaxmlp.losses` says what is computed.
     ``compute_dtype`` runs the matmuls in that dtype (mixed precision; see :func:`forward_batched`);
     the loss stays in the parameters' dtype.
     """

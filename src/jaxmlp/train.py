@@ -118,7 +118,21 @@ def _metrics(value, A_L, Y, loss: str) -> dict:
 
 
 def evaluate(params, x, y, *, loss, activation="relu", output_activation=None):
-    """The loss and, for ``bce``/``ce``, the accuracy of ``params`` on ``(x, y)``, as a dict of scalars."""
+    """The loss and, for ``bce``/``ce``, the accuracy of ``params`` on ``(x, y)``, as a dict of scalars.
+
+    Args:
+      params: a tuple of ``Layer(W, b)``.
+      x: inputs ``(N, n_in)`` (or one example ``(n_in,)``).
+      y: targets as :func:`jaxmlp.loss_fn` takes them: ``(N, n_out)`` for mse and bce, integer labels
+        ``(N,)`` or one-hot ``(N, C)`` for ce.
+      loss: ``"mse"``, ``"bce"`` or ``"ce"`` (required: it decides the metrics).
+      activation, output_activation: as for :func:`jaxmlp.loss_fn` (``None``: the loss's natural output).
+
+    Returns:
+      ``{"loss": L}`` as (L1)-(L5) average it, plus ``"accuracy"`` for bce (output > 0.5 against y > 0.5,
+      over every output unit) and ce (argmax of the output against the label), each a 0-d array.
+      Works under ``jit``; on a NaN input the loss is NaN (nothing hides it).
+    """
     value, (A_L, Y) = mlp.loss_and_output(params, x, y, activation, output_activation, loss)
     return _metrics(value, A_L, Y, loss)
 
