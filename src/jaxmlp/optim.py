@@ -162,8 +162,16 @@ def _abs_sq(g):
     return jnp.real(g * jnp.conj(g))
 
 
-def _cast_like(tree, like):
-    return jax.tree.map(lambda x, y: x.astype(y.dtype), tree, like)
+def _cast_like(tree, like, name="the state"):
+    """Each leaf of ``tree`` in the dtype of its ``like`` leaf; refusing to drop an imaginary part."""
+
+    def cast(x, y):
+        if jnp.iscomplexobj(x) and not jnp.iscomplexobj(y):
+            raise TypeError(f"{name} is {y.dtype}, a real dtype, but the parameters (or gradients) are {x.dtype}: "
+                            f"the state would lose its imaginary part; give a complex {name} or None")
+        return x.astype(y.dtype)
+
+    return jax.tree.map(cast, tree, like)
 
 
 def _safe_increment(count):
@@ -205,13 +213,14 @@ def _memoized(constructor):
 
 
 @_memoized
-def sgd(learning_rate, momentum=0.0, nesterov=False, accumulator_dtype=None) -> GradientTransformation:
+def sgd(learning_rate, momentum=None, nesterov=False, accumulator_dtype=None) -> GradientTransformation:
     """Stochastic gradient descent (O1), with momentum (O2) or Nesterov momentum (O3).
 
-    Equals ``optax.sgd(learning_rate, momentum, nesterov, accumulator_dtype)``. ``momentum`` 0 (a
-    Python number) or None keeps no trace, as ``optax.sgd(learning_rate)``; any other momentum, an
+    Equals ``optax.sgd(learning_rate, momentum, nesterov, accumulator_dtype)``. ``momentum`` None (the
+    default, as optax's) or a Python 0 keeps no trace (:class:`EmptyState`); any other momentum, an
     array included, keeps the trace (:class:`TraceState`) in ``accumulator_dtype``, or the parameters'
-    dtype when None. A schedule ``learning_rate(count)`` adds the step count (:class:`ScheduleState`).
+    dtype when None. (A default of 0.0 would become an array under ``optax.inject_hyperparams``, and
+    the state a trace.) A schedule ``learning_rate(count)`` adds the step count (:class:`ScheduleState`).
 
     Raises:
       ValueError: for a negative Python-number ``learning_rate``.
@@ -235,7 +244,7 @@ def sgd(learning_rate, momentum=0.0, nesterov=False, accumulator_dtype=None) -> 
             direction = jax.tree.map(lambda g, tau: g + momentum * tau, grads, trace)  # (O3)
         else:
             direction = trace  # (O2)
-        return direction, TraceState(trace=_cast_like(trace, state.trace))
+        return direction, TraceState(trace=_cast_like(trace, state.trace, "accumulator_dtype"))
 
     if not callable(learning_rate):
 
@@ -256,7 +265,7 @@ def sgd(learning_rate, momentum=0.0, nesterov=False, accumulator_dtype=None) -> 
     return GradientTransformation(init_scheduled, update_scheduled)
 
 
-def gd(learning_rate, momentum=0.0, nesterov=False, accumulator_dtype=None) -> GradientTransformation:
+def gd(learning_rate, momentum=None, nesterov=False, accumulator_dtype=None) -> GradientTransformation:
     """Gradient descent: :func:`sgd`'s update, named for the full-batch gradient."""
     return sgd(learning_rate, momentum, nesterov, accumulator_dtype)
 
@@ -309,8 +318,9 @@ def _adam(learning_rate, b1, b2, eps, weight_decay, mask, nesterov, mu_dtype) ->
                 direction = jax.tree.map(
                     lambda k, d, p: jax.tree.map(add, d, p) if k else d, keep, direction, params)
         updates = _times_minus_lr(learning_rate, state.count, direction)  # (O7), (O9); η(t - 1) (O10)
-        updates = _cast_like(updates, grads)  # back to g's dtype
-        return updates, AdamState(count=count, mu=_cast_like(mu, state.mu), nu=_cast_like(nu, state.nu))
+        # Back to g's dtype. A complex mu_dtype for real θ makes u complex, its imaginary part exactly 0.
+        updates = jax.tree.map(lambda u, g: (u if jnp.iscomplexobj(g) else jnp.real(u)).astype(g.dtype), updates, grads)
+        return updates, AdamState(count=count, mu=_cast_like(mu, state.mu, "mu_dtype"), nu=_cast_like(nu, state.nu))
 
     return GradientTransformation(init, update)
 
