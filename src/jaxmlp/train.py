@@ -278,6 +278,10 @@ def _check_run(params, x, y, loss, activation, output_activation, epochs, batch_
     mlp.check_target(params, x, y, loss)
     if jnp.ndim(x) != 2:
         raise ValueError(f"fit needs a batch x of shape (N, n_in), got shape {jnp.shape(x)}")
+    checks.finite_values("x", x)  # on the host: a NaN in the data is bad input, not divergence
+    checks.finite_values("y", y)
+    if loss == "ce":
+        checks.labels_in_range(y, checks.params_chain(params)[-1])
     if grad not in ("manual", "autodiff"):
         raise ValueError(f"grad must be 'manual' or 'autodiff', got {grad!r}")
     if not checks.is_int(epochs) or epochs < 0:
