@@ -1,5 +1,12 @@
-"""check_gradients, layer-wise deltas and the symmetry diagnostic: they must catch wrong backwards."""
+"""check_gradients: never a false pass, never a false fail, on any pytree model; the MLP extras.
 
+"Never a false pass" plants one bug per test in a correct backward and requires a failing report that
+names the leaf. "Never a false fail" gives correct gradients of models that are not jaxmlp's (dict
+params, W stored (n_in, n_out), a custom_vjp rule, scalar leaves, exact kinks) and requires a pass.
+"""
+
+import io
+import logging
 from functools import partial
 
 import jax
@@ -8,7 +15,7 @@ import numpy as np
 import pytest
 
 import jaxmlp
-from jaxmlp import backprop, gradcheck
+from jaxmlp import backprop, gradcheck, verify
 from jaxmlp.types import Layer
 
 SIZES = (4, 6, 5, 2)
@@ -22,98 +29,466 @@ def _problem(init="he", sizes=SIZES, batch=5, seed=0, dtype=jnp.float64):
     return params, x, y
 
 
+# --------------------------------------------------------------------------------- user models
+# A softmax regression with dict params and its hand-derived gradient:
+#   L = -(1/B) Σ_b log softmax(x_b W + b)[y_b],  ∂L/∂W = xᵀ (p - onehot(y)) / B,  ∂L/∂b = Σ_b (p - onehot(y)) / B,
+# plus a scalar leaf "s" (a temperature-like scale on the logits): ∂L/∂s = Σ_b <(p - onehot(y))_b, x_b W + b> / B.
+
+def softmax_regression_loss(params, x, labels):
+    logits = params["s"] * (x @ params["W"] + params["b"][None, :])
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
+
+
+def softmax_regression_backward(params, x, labels):
+    u = x @ params["W"] + params["b"][None, :]
+    p = jax.nn.softmax(params["s"] * u)
+    r = (p - jax.nn.one_hot(labels, p.shape[1], dtype=p.dtype)) / x.shape[0]
+    grads = {"W": params["s"] * x.T @ r, "b": params["s"] * jnp.sum(r, axis=0), "s": jnp.sum(r * u)}
+    return softmax_regression_loss(params, x, labels), grads
+
+
+def _softmax_regression():
+    k_w, k_x, k_y = jax.random.split(jax.random.key(1), 3)
+    params = {"W": jax.random.normal(k_w, (4, 3)), "b": jnp.array([0.1, -0.2, 0.3]), "s": 1.5}
+    x = jax.random.normal(k_x, (6, 4))
+    labels = jax.random.randint(k_y, (6,), 0, 3)
+    return params, x, labels
+
+
+# A user's MLP with W stored (n_in, n_out) as a tuple of tuples, tanh hidden layer, MSE; by hand:
+#   h = tanh(x W1 + b1), out = h W2 + b2, L = mean((out - y)²) over all entries,
+#   δ2 = 2 (out - y) / (B n_out), δ1 = (δ2 W2ᵀ) ⊙ (1 - h²).
+
+def own_layout_loss(params, x, y):
+    (W1, b1), (W2, b2) = params
+    out = jnp.tanh(x @ W1 + b1[None, :]) @ W2 + b2[None, :]
+    return jnp.mean((out - y) ** 2)
+
+
+def own_layout_backward(params, x, y):
+    (W1, b1), (W2, b2) = params
+    h = jnp.tanh(x @ W1 + b1[None, :])
+    out = h @ W2 + b2[None, :]
+    delta2 = 2 * (out - y) / out.size
+    delta1 = (delta2 @ W2.T) * (1 - h ** 2)
+    grads = ((x.T @ delta1, jnp.sum(delta1, axis=0)), (h.T @ delta2, jnp.sum(delta2, axis=0)))
+    return jnp.mean((out - y) ** 2), grads
+
+
+def _own_layout():
+    ks = jax.random.split(jax.random.key(2), 4)
+    params = ((jax.random.normal(ks[0], (3, 5)), jnp.zeros(5)), (jax.random.normal(ks[1], (5, 2)), jnp.ones(2)))
+    return params, jax.random.normal(ks[2], (7, 3)), jax.random.normal(ks[3], (7, 2))
+
+
+# A custom_vjp rule: softplus with its derivative σ(z) written by hand (and a wrong one).
+
+def _softplus_with_rule(derivative):
+    @jax.custom_vjp
+    def softplus(z):
+        return jnp.logaddexp(z, 0.0)
+
+    softplus.defvjp(lambda z: (softplus(z), z), lambda z, g: (g * derivative(z),))
+    return softplus
+
+
+def _softplus_model(softplus):
+    return lambda params, x: jnp.sum(softplus(x @ params["W"] + params["b"][None, :]) ** 2)
+
+
+softplus_reference = _softplus_model(lambda z: jnp.logaddexp(z, 0.0))
+
+
+# ----------------------------------------------------------------------------- never a false pass
+
+def _mlp_backward_with(change):
+    """jaxmlp's backward (tanh, mse) with ``change(loss, grads) -> (loss, grads)`` applied."""
+    def backward_fn(params, x, y):
+        return change(*backprop.backward(params, x, y, activation="tanh", loss="mse"))
+    return backward_fn
+
+
+MLP_REFERENCE = partial(jaxmlp.loss_fn, activation="tanh", loss="mse")
+
+
+def _first_layer(change):
+    return lambda loss, g: (loss, (change(g[0]),) + g[1:])
+
+
+def _largest_entry_times(factor):
+    def change(layer):
+        i = np.unravel_index(np.argmax(np.abs(layer.W)), layer.W.shape)
+        return Layer(layer.W.at[i].multiply(factor), layer.b)
+    return change
+
+
+MLP_BUGS = {  # name: (the planted bug, the failures it must produce)
+    "missing-layer": (lambda loss, g: (loss, g[:2]), ["[2].W: missing", "[2].b: missing"]),
+    "extra-leaf": (lambda loss, g: (loss, g + (Layer(jnp.zeros(1), jnp.zeros(1)),)),
+                   ["[3].W: unexpected extra leaf", "[3].b: unexpected extra leaf"]),
+    "transposed-non-square": (_first_layer(lambda l: Layer(l.W.T, l.b)), ["[0].W: shape (4, 6) != (6, 4)"]),
+    "bias-(1,n)": (_first_layer(lambda l: Layer(l.W, l.b[None, :])), ["[0].b: shape (1, 6) != (6,)"]),
+    "int-dtype": (_first_layer(lambda l: Layer(jnp.round(1e3 * l.W).astype(jnp.int32), l.b)),
+                  ["[0].W: dtype int32 is not floating"]),
+    "nan": (_first_layer(lambda l: Layer(l.W.at[1, 2].set(jnp.nan), l.b)), ["[0].W: 1 NaN and 0 inf"]),
+    "inf": (_first_layer(lambda l: Layer(l.W, l.b.at[0].set(jnp.inf))), ["[0].b: 0 NaN and 1 inf"]),
+    "wrong-loss": (lambda loss, g: (2 * loss + 1, g), ["loss: "]),
+    "one-entry-1e-5": (_first_layer(_largest_entry_times(1 + 1e-5)), ["[0].W: disagrees with jax.grad"]),
+    "list-of-dicts": (lambda loss, g: (loss, [{"W": l.W, "b": l.b} for l in g]),
+                      ["[0].W: missing", "[0]['W']: unexpected extra leaf"]),
+}
+
+
+@pytest.mark.parametrize("bug", MLP_BUGS, ids=list(MLP_BUGS))
+def test_planted_bug_in_an_mlp_backward_fails_naming_the_leaf(x64, bug):
+    change, expected = MLP_BUGS[bug]
+    params, x, y = _problem()
+    report = jaxmlp.check_gradients(params, x, y, backward_fn=_mlp_backward_with(change), loss_fn=MLP_REFERENCE)
+    assert not report.ok and not bool(report)
+    for failure in expected:
+        assert any(f.startswith(failure) for f in report.failures), (failure, report.failures)
+    with pytest.raises(AssertionError, match=expected[0].split(":")[0].replace("[", r"\[").replace("]", r"\]")):
+        report.raise_for_failure()
+
+
+def test_transposed_square_matrix_fails_on_the_numbers(x64):
+    params, x, y = _problem(sizes=(4, 5, 5, 2))
+
+    def backward_fn(params, x, y):  # layer 2's 5x5 dW transposed: the shapes cannot tell
+        loss, g = backprop.backward(params, x, y, activation="tanh", loss="mse")
+        return loss, (g[0], Layer(g[1].W.T, g[1].b), g[2])
+
+    report = jaxmlp.check_gradients(params, x, y, backward_fn=backward_fn, loss_fn=MLP_REFERENCE)
+    assert [f.split(":")[0] for f in report.failures] == ["[1].W"]
+    assert "jax.grad" in report.failures[0] and "finite differences" in report.failures[0]
+
+
+DICT_BUGS = {
+    "missing-leaf": (lambda g: {"W": g["W"], "s": g["s"]}, "['b']: missing"),
+    "scalar-sign-flip": (lambda g: {**g, "s": -g["s"]}, "['s']: disagrees with jax.grad"),
+    "extra-leaf": (lambda g: {**g, "t": jnp.zeros(())}, "['t']: unexpected extra leaf"),
+    "wrong-shape": (lambda g: {**g, "b": g["b"][:, None]}, "['b']: shape (3, 1) != (3,)"),
+}
+
+
+@pytest.mark.parametrize("bug", DICT_BUGS, ids=list(DICT_BUGS))
+def test_planted_bug_in_a_dict_model_fails_naming_the_leaf(x64, bug):
+    change, expected = DICT_BUGS[bug]
+    params, x, labels = _softmax_regression()
+
+    def backward_fn(params, x, labels):
+        loss, g = softmax_regression_backward(params, x, labels)
+        return loss, change(g)
+
+    report = jaxmlp.check_gradients(params, x, labels, backward_fn=backward_fn, loss_fn=softmax_regression_loss)
+    assert not report.ok
+    assert [f for f in report.failures if f.startswith(expected)], report.failures
+    assert len(report.failures) == 1, report.failures
+
+
+def test_a_wrong_custom_vjp_rule_fails():
+    params = {"W": jnp.array([[0.3, -1.2], [0.5, 0.7]]), "b": jnp.array([0.1, -0.4])}
+    x = jnp.array([[1.0, -2.0], [0.5, 0.25], [-1.5, 1.0]])
+    wrong = _softplus_model(_softplus_with_rule(lambda z: jax.nn.sigmoid(-z)))  # σ(-z): a sign slip
+    report = jaxmlp.check_gradients(params, x, backward_fn=jax.value_and_grad(wrong), loss_fn=softplus_reference)
+    assert {f.split(":")[0] for f in report.failures} == {"['W']", "['b']"}
+
+
+def test_report_of_a_failure_prints_the_reason_and_the_table(x64):
+    params, x, y = _problem()
+    change, _ = MLP_BUGS["bias-(1,n)"]
+    report = jaxmlp.check_gradients(params, x, y, backward_fn=_mlp_backward_with(change), loss_fn=MLP_REFERENCE)
+    text = str(report)
+    assert "[0].b" in text and "shape (1, 6) != (6,)" in text and "FAIL" in text
+    with pytest.raises(AssertionError) as err:
+        report.raise_for_failure()
+    assert "[0].b: shape (1, 6) != (6,)" in str(err.value)
+
+
+# ------------------------------------------------------------------------------ never a false fail
+
 @pytest.mark.parametrize("activation", ["tanh", "gelu", "relu", "leaky_relu"])
 def test_jaxmlp_backward_passes_with_errors_near_rounding(x64, activation):
     params, x, y = _problem()
-    report = gradcheck.check_gradients(params, x, y, activation=activation, loss="mse")
+    report = jaxmlp.check_gradients(params, x, y, activation=activation, loss="mse")
     assert report.ok, str(report)
     assert report.max_rel_autodiff <= 1e-12
     assert report.max_rel_fd <= 1e-6
     assert all(r.autodiff.cosine > 1 - 1e-12 for r in report.rows)
-    assert len(report.rows) == 2 * (len(SIZES) - 1)  # one row per layer and leaf
+    assert [r.path for r in report.rows] == [f"[{l}].{leaf}" for l in range(3) for leaf in "Wb"]
+    assert report.loss_check.ok and report.loss_check.abs_err <= 1e-15 * abs(report.loss)
+    report.raise_for_failure()  # passes silently
 
 
-def test_report_prints_a_table_with_every_layer_and_leaf(x64):
-    params, x, y = _problem()
-    text = str(gradcheck.check_gradients(params, x, y, activation="tanh"))
-    lines = text.splitlines()
-    assert "ad max rel" in lines[1] and "fd max rel" in lines[1] and "near kink" in lines[1]
-    assert len(lines) == 3 + 2 * (len(SIZES) - 1)
-    assert all(line.rstrip().endswith("ok") for line in lines[3:])
+@pytest.mark.parametrize("loss, output, labels", [("bce", "sigmoid", "binary"), ("ce", "softmax", "int"),
+                                                  ("ce", "softmax", "one-hot"), ("mse", "sigmoid", "float")])
+def test_jaxmlp_backward_passes_for_every_output_and_loss(x64, loss, output, labels):
+    params, x, y = _problem(sizes=(4, 6, 3))
+    if labels == "binary":
+        y = (y > 0).astype(jnp.float64)
+    elif labels != "float":
+        y = jnp.argmax(y, axis=1)
+        y = y if labels == "int" else jax.nn.one_hot(y, 3, dtype=jnp.float64)
+    report = jaxmlp.check_gradients(params, x, y, activation="gelu", output_activation=output, loss=loss)
+    assert report.ok, str(report)
+
+
+def test_dict_model_with_a_scalar_leaf_passes(x64):
+    params, x, labels = _softmax_regression()
+    report = jaxmlp.check_gradients(params, x, labels, backward_fn=softmax_regression_backward,
+                                    loss_fn=softmax_regression_loss)
+    assert report.ok, str(report)
+    assert [r.path for r in report.rows] == ["['W']", "['b']", "['s']"]
+    assert [r.fd_checked for r in report.rows] == ["all 12", "all 3", "all 1"]
+    assert "near kink" not in str(report)  # not an MLP: no (G2) column
+
+
+def test_own_layout_tuple_of_tuples_passes(x64):
+    params, x, y = _own_layout()
+    report = jaxmlp.check_gradients(params, x, y, backward_fn=own_layout_backward, loss_fn=own_layout_loss)
+    assert report.ok, str(report)
+    assert [r.path for r in report.rows] == ["[0][0]", "[0][1]", "[1][0]", "[1][1]"]
+
+
+def test_own_layout_with_a_forgotten_derivative_fails_in_that_leaf(x64):
+    params, x, y = _own_layout()
+
+    def forgot_tanh_derivative(params, x, y):  # δ1 without ⊙ (1 - h²): the classic slip
+        (W1, b1), (W2, b2) = params
+        h = jnp.tanh(x @ W1 + b1[None, :])
+        out = h @ W2 + b2[None, :]
+        delta2 = 2 * (out - y) / out.size
+        delta1 = delta2 @ W2.T
+        return jnp.mean((out - y) ** 2), ((x.T @ delta1, jnp.sum(delta1, 0)), (h.T @ delta2, jnp.sum(delta2, 0)))
+
+    report = jaxmlp.check_gradients(params, x, y, backward_fn=forgot_tanh_derivative, loss_fn=own_layout_loss)
+    assert [f.split(":")[0] for f in report.failures] == ["[0][0]", "[0][1]"]
+
+
+def test_custom_vjp_rule_passes_with_the_readme_recipe():
+    params = {"W": jnp.array([[0.3, -1.2], [0.5, 0.7]]), "b": jnp.array([0.1, -0.4])}
+    x = jnp.array([[1.0, -2.0], [0.5, 0.25], [-1.5, 1.0]])
+    with_rule = _softplus_model(_softplus_with_rule(jax.nn.sigmoid))
+    report = jaxmlp.check_gradients(params, x, backward_fn=jax.value_and_grad(with_rule), loss_fn=softplus_reference)
+    assert report.ok, str(report)
 
 
 def test_casts_float32_input_to_float64():
     params32, x32, y32 = _problem(dtype=jnp.float32)
     assert x32.dtype == jnp.float32
-    report = gradcheck.check_gradients(params32, x32, y32, activation="tanh")
+    report = jaxmlp.check_gradients(params32, x32, y32, activation="tanh")
     # float32 inputs would leave ~1e-7 relative errors against finite differences, and fail 1e-6.
     assert report.ok and report.max_rel_fd < 1e-7, str(report)
 
 
-def _buggy_backward(params, x, y, *, layer, factor):
-    """jaxmlp's backward with one layer's dW scaled: the kind of slip a hand derivation makes."""
-    loss, grads = backprop.backward(params, x, y, activation="tanh", loss="mse")
-    grads = list(grads)
-    grads[layer - 1] = Layer(grads[layer - 1].W * factor, grads[layer - 1].b)
-    return loss, tuple(grads)
+def test_float32_inputs_pass_for_a_user_model():
+    params, x, labels = _softmax_regression()
+    params32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
+    report = jaxmlp.check_gradients(params32, x.astype(jnp.float32), labels, backward_fn=softmax_regression_backward,
+                                    loss_fn=softmax_regression_loss)
+    assert report.ok, str(report)
 
 
-@pytest.mark.parametrize("layer", [1, 2, 3])
-def test_user_backward_with_a_wrong_layer_fails_in_that_layer_only(x64, layer):
-    params, x, y = _problem()
-    report = gradcheck.check_gradients(
-        params, x, y, activation="tanh", backward_fn=partial(_buggy_backward, layer=layer, factor=1.001),
-        loss_fn=partial(jaxmlp.loss_fn, activation="tanh", loss="mse"))
-    assert not report.ok
-    failing = {(r.layer, r.leaf) for r in report.rows if not r.ok}
-    assert failing == {(layer, "W")}
-    bad = next(r for r in report.rows if not r.ok)
-    assert bad.autodiff.max_rel == pytest.approx(1e-3, rel=1e-6)
-    assert bad.finite_diff.max_rel == pytest.approx(1e-3, rel=1e-3)
+def _zero_input_row(sizes=(4, 16, 16, 2)):
+    """A relu MLP (zero biases) and a batch whose first row is all zeros: every pre-activation of that row,
+    in every layer, sits exactly on relu's kink at 0."""
+    params, x, y = _problem(sizes=sizes)
+    return params, x.at[0].set(0.0), y
 
+
+def test_exact_kinks_pass_for_jaxmlp_with_the_G2_flags(x64):
+    params, x, y = _zero_input_row()
+    report = jaxmlp.check_gradients(params, x, y, activation="relu")
+    assert report.ok, str(report)
+    assert [r.near_kink for r in report.rows] == [16, 16, 16, 16, 0, 0]
+    assert report.max_rel_autodiff == 0.0  # agreement with jax.grad is judged at the kinks, and exact
+
+
+def test_exact_kinks_pass_for_a_user_backward_by_detecting_non_smoothness(x64):
+    """No (G2) here: the checker sees a generic model. Random directions through the 16 + 16 units on the
+    kink are not bracketed by the one-sided slopes, and central differences miss the backward by ~10 %;
+    (V5) flags those directions instead of failing them."""
+    params, x, y = _zero_input_row()
+    relu_loss = partial(jaxmlp.loss_fn, activation="relu")
+    report = jaxmlp.check_gradients(params, x, y, backward_fn=partial(jaxmlp.backward, activation="relu"),
+                                    loss_fn=relu_loss, fd_max_coords=8)
+    assert report.ok, str(report)
+    biases = [r for r in report.rows if r.path in ("[0].b", "[1].b")]
+    assert all(r.fd_checked == "16 dirs" and r.nonsmooth > 0 and r.finite_diff.max_rel > 1e-2 for r in biases)
+    assert all(r.near_kink is None for r in report.rows)
+
+
+def test_non_smooth_direction_is_flagged_and_a_smooth_wrong_one_still_fails(x64):
+    """f(θ) = Σ relu(θ) + Σ θ² at θ with exact zeros: central differences give ½ where relu'(0) = 0."""
+    f = lambda p: jnp.sum(jax.nn.relu(p["t"])) + jnp.sum(p["t"] ** 2)
+    params = {"t": jnp.array([0.0, 1.0, -2.0, 0.0])}
+    right = jaxmlp.check_gradients(params, backward_fn=jax.value_and_grad(f), loss_fn=f)
+    assert right.ok and right.rows[0].nonsmooth == 2, str(right)
+
+    def off_in_a_smooth_coordinate(p):
+        loss, g = jax.value_and_grad(f)(p)
+        return loss, {"t": g["t"].at[1].add(1e-3)}
+
+    wrong = jaxmlp.check_gradients(params, backward_fn=off_in_a_smooth_coordinate, loss_fn=f)
+    # error 1e-3 against the leaf's largest entry |∂f/∂t_2| = |2 (-2)| = 4, on autodiff and on the smooth coordinate
+    assert wrong.failures == ("['t']: disagrees with jax.grad (max rel 2.50e-04 > 1e-09); disagrees with finite "
+                              "differences along 1 smooth direction(s) (max rel 2.50e-04 > 1e-06)",)
+
+
+@pytest.mark.parametrize("distance", [0.0, 1 / 3, 0.2, 0.45, 0.9, -1 / 3])
+def test_V5_sees_a_kink_within_the_step_wherever_it_lies(x64, distance):
+    """g(t) = a t + J relu(t - d h): one kink at distance d h. One halving alone is blind at d = 1/3
+    (c(h/2) = c(h)/2 exactly); two halvings are not."""
+    h, a, J = 1e-6, 0.7, 0.5
+    g = lambda t: a * t + J * max(t - distance * h, 0.0)
+    c = lambda s: (g(s) - 2 * g(0.0) + g(-s)) / s
+    smooth = verify.smooth_directions(1.0, np.array([c(h)]), np.array([c(h / 2)]), np.array([c(h / 4)]), h)
+    assert not smooth[0]
+
+
+def test_V5_calls_smooth_curvature_smooth(x64):
+    h = 1e-6
+    g = lambda t: np.exp(3 * t) + 2 * t ** 2
+    c = lambda s: (g(s) - 2 * g(0.0) + g(-s)) / s
+    assert verify.smooth_directions(1.0, np.array([c(h)]), np.array([c(h / 2)]), np.array([c(h / 4)]), h)[0]
+
+
+def test_zero_loss_and_zero_gradient_pass(x64):
+    params, x, _ = _problem(init="zeros")
+    y = jnp.zeros((5, 2))  # the zero network fits zero targets: L = 0, ∇L = 0
+    report = jaxmlp.check_gradients(params, x, y, activation="tanh")
+    assert report.ok and report.loss == 0.0, str(report)
+
+
+# -------------------------------------------------------------------------------- scale, compile
+
+def test_large_leaves_are_checked_along_random_directions_and_sampled_coordinates(x64):
+    params, x, y = _problem(sizes=(30, 20, 2))
+    report = jaxmlp.check_gradients(params, x, y, activation="tanh", fd_max_coords=50, fd_directions=4,
+                                    fd_samples=3)
+    assert [r.fd_checked for r in report.rows] == ["4 dirs + 3 coords", "all 20", "all 40", "all 2"]
+    assert report.ok, str(report)
+    bad = jaxmlp.check_gradients(params, x, y, backward_fn=_mlp_backward_with(_first_layer(_largest_entry_times(1.01))),
+                                 loss_fn=MLP_REFERENCE, fd_max_coords=50, fd_directions=4, fd_samples=0)
+    assert bad.rows[0].finite_diff.max_rel > 1e-6 and not bad.rows[0].ok  # a 1 % error shows along directions
+
+
+def _compilations(fn):
+    log = io.StringIO()
+    handler = logging.StreamHandler(log)
+    logging.getLogger("jax").addHandler(handler)
+    try:
+        with jax.log_compiles():
+            fn()
+    finally:
+        logging.getLogger("jax").removeHandler(handler)
+    return [line for line in log.getvalue().splitlines() if line.startswith("Compiling")]
+
+
+def test_a_repeat_call_with_the_same_shapes_does_not_recompile(x64):
+    params, x, y = _problem(sizes=(3, 7, 4), batch=9)  # shapes no other test uses: the first call compiles
+    first = _compilations(lambda: jaxmlp.check_gradients(params, x, y, activation="tanh"))
+    params2, x2, y2 = _problem(sizes=(3, 7, 4), batch=9, seed=3)
+    again = _compilations(lambda: jaxmlp.check_gradients(params2, x2, y2, activation="tanh"))
+    assert first and not again, again
+    p, xs, labels = _softmax_regression()
+    xs, labels = jnp.concatenate([xs, xs[:3]]), jnp.concatenate([labels, labels[:3]])  # batch 9: new shapes
+    fresh_partial = lambda: partial(softmax_regression_loss)  # a new partial object on every call
+    assert _compilations(lambda: jaxmlp.check_gradients(p, xs, labels, backward_fn=softmax_regression_backward,
+                                                        loss_fn=fresh_partial()))
+    assert not _compilations(lambda: jaxmlp.check_gradients(p, xs, labels, backward_fn=softmax_regression_backward,
+                                                            loss_fn=fresh_partial()))
+
+
+@pytest.mark.slow
+def test_784_512_512_10_checks_and_passes(x64):
+    """Issue 10's scale case (670k parameters, batch 64, float64); time and memory are measured by
+    ``python -m benchmarks.gradcheck_scale``, not here."""
+    k_p, k_x, k_y = jax.random.split(jax.random.key(0), 3)
+    params = jaxmlp.init_mlp(k_p, [784, 512, 512, 10], dtype=jnp.float64)
+    x = jax.random.normal(k_x, (64, 784), jnp.float64)
+    labels = jax.random.randint(k_y, (64,), 0, 10)
+    report = jaxmlp.check_gradients(params, x, labels, activation="relu", loss="ce")
+    assert report.ok, str(report)
+    assert [r.fd_checked for r in report.rows] == ["16 dirs"] * 5 + ["all 10"]
+
+    def slip(params, x, labels):  # one entry of the 512x512 layer off by 1e-5 relative
+        loss, g = jaxmlp.backward(params, x, labels, activation="relu", loss="ce")
+        return loss, (g[0], _largest_entry_times(1 + 1e-5)(g[1]), g[2])
+
+    bad = jaxmlp.check_gradients(params, x, labels, backward_fn=slip,
+                                 loss_fn=partial(jaxmlp.loss_fn, activation="relu", loss="ce"), activation="relu")
+    assert [f.split(":")[0] for f in bad.failures] == ["[1].W"]
+
+
+# ------------------------------------------------------------------------------------ bad input
 
 def test_user_backward_needs_its_loss_fn(x64):
     params, x, y = _problem()
     with pytest.raises(TypeError, match="backward_fn and loss_fn together"):
-        gradcheck.check_gradients(params, x, y, backward_fn=partial(jaxmlp.backward, loss="mse"))
+        jaxmlp.check_gradients(params, x, y, backward_fn=partial(jaxmlp.backward, loss="mse"))
 
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(h=0.0), ValueError, r"h .* must be > 0"),
+    (dict(rtol_fd=-1.0), ValueError, "rtol_fd must be a positive number"),
+    (dict(fd_directions=-1), ValueError, "fd_directions must be a non-negative int"),
+    (dict(activaton="relu"), TypeError, r"unexpected keyword argument\(s\) \['activaton'\]"),
+])
+def test_bad_options_are_named(x64, kwargs, error, match):
+    params, x, y = _problem()
+    with pytest.raises(error, match=match):
+        jaxmlp.check_gradients(params, x, y, **kwargs)
+
+
+def test_mlp_options_on_a_dict_model_are_a_type_error(x64):
+    params, x, labels = _softmax_regression()
+    with pytest.raises(TypeError, match="needs a jaxmlp MLP"):
+        jaxmlp.check_gradients(params, x, labels)
+    with pytest.raises(TypeError, match=r"MLP options \['activation'\]"):
+        jaxmlp.check_gradients(params, x, labels, backward_fn=softmax_regression_backward,
+                               loss_fn=softmax_regression_loss, activation="relu")
+
+
+def test_an_integer_parameter_leaf_is_a_type_error(x64):
+    params, x, labels = _softmax_regression()
+    with pytest.raises(TypeError, match=r"params leaf \['n'\] must be a floating array"):
+        jaxmlp.check_gradients({**params, "n": jnp.array(3)}, x, labels, backward_fn=softmax_regression_backward,
+                               loss_fn=softmax_regression_loss)
+
+
+# ------------------------------------------------------------------------------ the MLP extras
 
 def test_kinks_are_flagged_at_zero_init_and_fd_is_not_judged_there(x64):
     params, x, y = _problem(init="zeros")
-    report = gradcheck.check_gradients(params, x, y, activation="relu")
-    hidden = [r for r in report.rows if r.layer < len(SIZES) - 1]
+    report = jaxmlp.check_gradients(params, x, y, activation="relu")
+    hidden = [r for r in report.rows if not r.path.startswith("[2]")]
     # every hidden pre-activation is exactly 0, on relu's kink
-    assert all(r.near_kink == 5 * SIZES[r.layer] for r in hidden)
+    assert all(r.near_kink == 5 * SIZES[int(r.path[1]) + 1] for r in hidden)
+    assert all("not judged" in r.fd_checked for r in hidden)
     assert report.rows[-1].near_kink == 0  # the output layer is identity: no kink
     assert report.ok  # autodiff agrees exactly; finite differences are flagged, not judged
 
 
 def test_fd_across_a_kink_is_wrong_and_flagged_not_failed(x64):
     """First layer zero, later layers random: every z[1] sits on relu's kink while the deltas above are
-    not zero, so central differences straddle the kink and disagree; the row is flagged, not failed."""
+    not zero, so central differences straddle the kink and disagree; the row is flagged, not failed,
+    by (G2) for jaxmlp's backward and by (V5) for the same backward seen as a user's."""
     params, x, y = _problem(init="he")
     params = (Layer(jnp.zeros_like(params[0].W), jnp.zeros_like(params[0].b)),) + params[1:]
-    report = gradcheck.check_gradients(params, x, y, activation="relu")
-    first = report.rows[0]
+    report = jaxmlp.check_gradients(params, x, y, activation="relu")
+    first = report.rows[1]  # b[1]: every direction crosses the kink
     assert first.near_kink == 5 * SIZES[1]
     assert first.finite_diff.max_rel > 1e-2  # finite differences mean nothing on the kink...
     assert first.autodiff.max_rel <= 1e-12 and first.ok and report.ok  # ...and are not judged there
-    value, grads = jaxmlp.backward(params, x, y, activation="relu")
-    ref_ad, ref_fd, _ = gradcheck.gradient_references(
-        params, x, y, loss_fn=partial(jaxmlp.loss_fn, activation="relu"), activation="relu", h=1e-6)
-    unflagged = gradcheck.make_report(value, grads, ref_ad, ref_fd, kinks=[0, 0, 0])
-    assert not unflagged.rows[0].ok  # without the flag the same row fails
-
-
-def test_step_must_be_positive(x64):
-    params, x, y = _problem()
-    with pytest.raises(ValueError, match="h .* must be > 0"):
-        gradcheck.check_gradients(params, x, y, h=0.0)
+    generic = jaxmlp.check_gradients(params, x, y, backward_fn=partial(jaxmlp.backward, activation="relu"),
+                                     loss_fn=partial(jaxmlp.loss_fn, activation="relu"))
+    assert generic.ok and generic.rows[1].nonsmooth > 0 and generic.rows[1].finite_diff.max_rel > 1e-2
 
 
 def test_no_kinks_flagged_for_smooth_activations(x64):
     params, x, y = _problem(init="zeros")
-    report = gradcheck.check_gradients(params, x, y, activation="tanh")
+    report = jaxmlp.check_gradients(params, x, y, activation="tanh")
     assert all(r.near_kink == 0 for r in report.rows)
 
 

@@ -1,30 +1,21 @@
-"""Verifying a hand-derived backward: against ``jax.grad``, finite differences, and layer by layer.
+"""Verifying a hand-derived backward of a jaxmlp MLP: the MLP extras on top of :mod:`jaxmlp.verify`.
 
-:func:`check_gradients` compares a backward (jaxmlp's :func:`~jaxmlp.backward`, or a user's own
-``(params, x, y) -> (loss, grads)``) with two independent references, in float64:
-
-- autodiff, ``jax.grad`` of the loss function;
-- central finite differences, one parameter θ_i at a time::
-
-      ∂L/∂θ_i ≈ (L(θ + h e_i) - L(θ - h e_i)) / 2h,   error O(h²) + O(ε_mach / h)          (G1)
-
-  Its rounding part is about ε_mach |L| / h, so a gradient that is exactly 0 (a weight whose input
-  is 0) comes back as noise of that size. A leaf's finite-difference comparison passes when its max
-  rel error is within ``rtol_fd``, or its max abs error is below that noise floor::
-
-      max |g - fd| <= 10 ε_mach max(|L|, 1) / h                                               (G3)
-
-It reports, per layer and leaf, the max abs error, the max error relative to the reference's largest
-entry, and the cosine similarity, and it flags the pre-activations that lie within reach of a kink of
-the activation: a step h in one entry of W[l] or b[l] moves z[l] by at most h (1 + ‖a[l-1]‖_∞), so a
-z[l] entry closer than that to a kink (0 for relu) makes (G1) straddle it, where it means nothing::
+:func:`check_gradients` checks any backward of any pytree model with :mod:`jaxmlp.verify`'s engine
+(against ``jax.grad`` and finite differences, in float64, equations (V1)-(V5)). With neither
+``backward_fn`` nor ``loss_fn`` it checks jaxmlp's own :func:`~jaxmlp.backward` on a jaxmlp MLP, and for
+an MLP it adds what only an MLP's structure can tell: the pre-activations that lie within reach of a
+kink of the activation. A step h along a unit direction in W[l] or b[l] moves z[l] by at most
+h (1 + ‖a[l-1]‖_∞), so a z[l] entry closer than that to a kink κ (0 for relu) makes the central
+difference (V3) straddle it, where it means nothing::
 
       flagged:  |z[l]_j - κ| < h (1 + ‖a[l-1]‖_∞)   for a kink κ of σ                          (G2)
 
-Unlike ``jax.test_util.check_grads``, which checks a random direction and says pass or fail, the report
-says which layer and which leaf went wrong. :func:`compare_deltas` goes one level deeper, to the
-deltas δ[l] = ∂L/∂z[l] (autodiff gets them by differentiating the loss with respect to a zero
-perturbation added to each z[l]); :func:`symmetry` is the zero-initialization diagnostic.
+Finite differences of a flagged layer are reported but not judged; ``jax.grad`` still judges every
+entry. (For other models, (V5) detects non-smoothness from the finite differences themselves.)
+
+:func:`compare_deltas` goes one level deeper, to the deltas δ[l] = ∂L/∂z[l] (autodiff gets them by
+differentiating the loss with respect to a zero perturbation added to each z[l]); :func:`symmetry` is
+the zero-initialization diagnostic.
 """
 
 from __future__ import annotations
@@ -35,77 +26,16 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from jaxmlp import activations, backprop, mlp
 from jaxmlp.report import Agreement, agreement, format_table
+from jaxmlp.types import Layer
+from jaxmlp.verify import GradientReport, LeafCheck, check, finite_difference_grads
 
-FD_CHUNK = 4096  # finite-difference directions evaluated per vmapped batch
+__all__ = ["GradientReport", "LeafCheck", "check_gradients", "compare_deltas", "finite_difference_grads",
+           "near_kinks", "symmetry"]
 
-
-def _to_float64(tree):
-    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64)
-                        if jnp.issubdtype(jnp.result_type(a), jnp.floating) else jnp.asarray(a), tree)
-
-
-def finite_difference_grads(loss_of_params, params, h: float = 1e-6):
-    """Central finite differences (G1) of ``loss_of_params`` in every parameter, as a params pytree.
-
-    All 2P evaluations run in one compiled program (``vmap`` over the P directions, in chunks of
-    ``FD_CHUNK``), which is several times faster than dispatching them op by op.
-    """
-    flat, unravel = ravel_pytree(params)
-    f = lambda v: loss_of_params(unravel(v))
-    one_direction = lambda i: (f(flat.at[i].add(h)) - f(flat.at[i].add(-h))) / (2 * h)  # (G1)
-    fd = jax.jit(lambda idx: jax.lax.map(one_direction, idx, batch_size=FD_CHUNK))(jnp.arange(flat.size))
-    return unravel(fd)
-
-
-@dataclass(frozen=True)
-class LeafCheck:
-    """One row of the report: leaf ``W`` or ``b`` of layer ``l`` against both references."""
-
-    layer: int
-    leaf: str
-    shape: tuple
-    autodiff: Agreement
-    finite_diff: Agreement
-    near_kink: int  # pre-activations of this layer within the FD step of a kink (G2)
-    ok: bool
-
-
-@dataclass(frozen=True)
-class GradientReport:
-    """The result of :func:`check_gradients`; ``print(report)`` shows it as a table."""
-
-    loss: float
-    rows: tuple[LeafCheck, ...]
-    rtol_autodiff: float
-    rtol_fd: float
-    h: float
-
-    @property
-    def ok(self) -> bool:
-        return all(r.ok for r in self.rows)
-
-    @property
-    def max_rel_autodiff(self) -> float:
-        return max(r.autodiff.max_rel for r in self.rows)
-
-    @property
-    def max_rel_fd(self) -> float:
-        return max(r.finite_diff.max_rel for r in self.rows)
-
-    def __str__(self) -> str:
-        headers = ["layer", "leaf", "shape", "ad max abs", "ad max rel", "ad cos",
-                   "fd max abs", "fd max rel", "fd cos", "near kink", "ok"]
-        rows = [[r.layer, r.leaf, "x".join(map(str, r.shape)), *r.autodiff, *r.finite_diff, r.near_kink, r.ok]
-                for r in self.rows]
-        head = (f"gradient check in float64: loss = {self.loss:.10g}; pass if ad max rel <= "
-                f"{self.rtol_autodiff:g} and fd max rel <= {self.rtol_fd:g} or fd max abs within rounding "
-                f"noise (h = {self.h:g}; "
-                f"fd not judged for a layer with pre-activations near a kink)")
-        return head + "\n" + format_table(headers, rows)
+MLP_OPTIONS = ("activation", "output_activation", "loss")
 
 
 def near_kinks(params, x, activation, h: float):
@@ -123,61 +53,101 @@ def near_kinks(params, x, activation, h: float):
     return jnp.stack(counts)
 
 
-def gradient_references(params, x, y, *, loss_fn, activation, h: float):
-    """What a backward is checked against (traceable, so a caller can compile it once and reuse it):
-    ``(autodiff grads, finite-difference grads (G1), kink counts per layer (G2))``."""
-    ref_autodiff = jax.grad(loss_fn)(params, x, y)
-    ref_fd = finite_difference_grads(lambda p: loss_fn(p, x, y), params, h)
-    return ref_autodiff, ref_fd, near_kinks(params, x, activation, h)
+_near_kinks = jax.jit(near_kinks, static_argnames="activation")
 
 
-def make_report(value, grads, ref_autodiff, ref_fd, kinks, *, rtol_autodiff: float = 1e-9,
-                rtol_fd: float = 1e-6, h: float = 1e-6) -> GradientReport:
-    """Judge :func:`gradient_references`' arrays, leaf by leaf, into a :class:`GradientReport`."""
-    kinks = [int(k) for k in kinks]
-    fd_noise = 10 * float(jnp.finfo(jnp.float64).eps) * max(abs(float(value)), 1.0) / h  # (G3)
-    rows = []
-    for l, (g, r_ad, r_fd) in enumerate(zip(grads, ref_autodiff, ref_fd), start=1):
-        for leaf in ("W", "b"):
-            ad = agreement(getattr(g, leaf), getattr(r_ad, leaf))
-            fd = agreement(getattr(g, leaf), getattr(r_fd, leaf))
-            fd_ok = fd.max_rel <= rtol_fd or fd.max_abs <= fd_noise  # (G3)
-            ok = ad.max_rel <= rtol_autodiff and (kinks[l - 1] > 0 or fd_ok)
-            rows.append(LeafCheck(l, leaf, tuple(jnp.shape(getattr(g, leaf))), ad, fd, kinks[l - 1], ok))
-    return GradientReport(float(value), tuple(rows), rtol_autodiff, rtol_fd, h)
+def kink_flags(counts):
+    """``(fd_skip, near_kink)`` for :func:`jaxmlp.verify.check` from per-layer (G2) counts: the leaves
+    ``[l].W`` and ``[l].b`` of a flagged layer get their finite differences reported but not judged."""
+    layer_of = {f"[{l}].{leaf}": l for l in range(len(counts)) for leaf in ("W", "b")}
+    near_kink = lambda path: int(counts[layer_of[path]]) if path in layer_of else None
+    return (lambda path: bool(near_kink(path))), near_kink
 
 
-def check_gradients(params, x, y, *, activation="relu", output_activation=None, loss="mse",
-                    backward_fn=None, loss_fn=None, h: float = 1e-6,
-                    rtol_autodiff: float = 1e-9, rtol_fd: float = 1e-6) -> GradientReport:
-    """Compare a backward with ``jax.grad`` and with central finite differences, in float64.
+def is_mlp(params) -> bool:
+    """Whether ``params`` has jaxmlp's MLP layout: a non-empty tuple of :class:`~jaxmlp.Layer`."""
+    return isinstance(params, tuple) and len(params) > 0 and all(isinstance(p, Layer) for p in params)
+
+
+@partial(jax.jit, static_argnames=("activation", "output_activation", "loss"))
+def _jaxmlp_backward(params, x, y, *, activation, output_activation, loss):
+    return backprop.backward(params, x, y, activation=activation, output_activation=output_activation, loss=loss)
+
+
+def check_gradients(params, *args, backward_fn=None, loss_fn=None, h: float = 1e-6,
+                    rtol_autodiff: float = 1e-9, rtol_fd: float = 1e-6, fd_max_coords: int = 256,
+                    fd_directions: int = 16, fd_samples: int = 0, seed: int = 0,
+                    **mlp_options) -> GradientReport:
+    """Check a backward against ``jax.grad`` and central finite differences, in float64, leaf by leaf.
+
+    Any model: pass ``loss_fn(params, *args) -> scalar``, the reference, and ``backward_fn(params, *args)
+    -> (loss, grads)``, the backward to check; ``params`` is any pytree of floating leaves (dicts,
+    lists, tuples, :class:`~jaxmlp.Layer`, scalars) and ``args`` any positional arguments (arrays; bind
+    static options with ``functools.partial``). A ``jax.custom_vjp`` rule is checked with
+    ``backward_fn=jax.value_and_grad(f_with_rule)`` and ``loss_fn=f_without_rule``.
+
+    A jaxmlp MLP: with neither function, jaxmlp's own :func:`~jaxmlp.backward` is checked on
+    ``check_gradients(params, x, y, activation=..., output_activation=..., loss=...)``, with the kink
+    flags (G2). ``activation`` also gives a user's backward of a jaxmlp MLP the (G2) flags.
 
     Args:
-      params, x, y: the network and data; floating leaves are cast to float64.
-      activation, output_activation, loss: as for :func:`jaxmlp.loss_fn`.
-      backward_fn: a user's own ``(params, x, y) -> (loss, grads)`` to check instead of
-        :func:`jaxmlp.backward`; then ``loss_fn`` must be given too.
-      loss_fn: the user's ``(params, x, y) -> scalar`` that ``backward_fn`` differentiates; the
-        references differentiate it. ``activation`` is still used to flag kinks.
-      h: the finite-difference step (G1).
-      rtol_autodiff, rtol_fd: a leaf passes when its max rel error against autodiff is at most
-        ``rtol_autodiff`` and against finite differences at most ``rtol_fd``, or within the rounding
-        noise (G3) (the latter is not judged for a layer with pre-activations flagged by (G2)).
+      params, *args: θ and the remaining arguments; floating leaves are cast to float64.
+      backward_fn, loss_fn: the backward to check and the loss it differentiates (both, or neither).
+      h: the finite-difference step (V3).
+      rtol_autodiff, rtol_fd: tolerances of (V1)-(V2) and of (V3), relative to each leaf's largest entry.
+      fd_max_coords: leaves with at most this many entries are checked along every coordinate.
+      fd_directions, fd_samples: larger leaves get this many random unit directions, and this many
+        random coordinates.
+      seed: chooses the random directions and coordinates.
+      **mlp_options: ``activation``, ``output_activation``, ``loss``, as for :func:`jaxmlp.loss_fn`.
+
+    Returns:
+      A :class:`~jaxmlp.verify.GradientReport`: ``.ok`` (also ``bool(report)``), ``.rows`` (one per
+      leaf, with ``.path``, ``.ok``, ``.reason`` and the error figures), ``.loss_check``, ``.failures``
+      and ``.raise_for_failure()``; ``print(report)`` shows the table. A wrong gradient (missing,
+      extra, mis-shaped, non-floating or non-finite leaves, wrong numbers, a wrong loss value) gives a
+      failing report, never an exception.
+
+    Raises:
+      TypeError: only one of ``backward_fn``/``loss_fn``; an unknown keyword; MLP options for a model
+        that is not a jaxmlp MLP; a non-floating parameter leaf.
+      ValueError: a non-positive ``h`` or tolerance.
     """
-    kw = dict(activation=activation, output_activation=output_activation, loss=loss)
-    if not h > 0:
+    unknown = sorted(set(mlp_options) - set(MLP_OPTIONS))
+    if unknown:
+        raise TypeError(f"check_gradients got unexpected keyword argument(s) {unknown}; the MLP options are "
+                        f"{MLP_OPTIONS}")
+    if not (isinstance(h, (int, float)) and h > 0):
         raise ValueError(f"h (the finite-difference step) must be > 0, got h={h!r}")
     if (backward_fn is None) != (loss_fn is None):
         raise TypeError("pass backward_fn and loss_fn together (the user's backward and the loss it "
                         "differentiates), or neither to check jaxmlp.backward")
-    if backward_fn is None:
-        backward_fn, loss_fn = jax.jit(partial(backprop.backward, **kw)), partial(mlp.loss_fn, **kw)
-    references = jax.jit(partial(gradient_references, loss_fn=loss_fn, activation=activation, h=h))
-    with jax.enable_x64(True):
-        params, x, y = _to_float64((params, x, y))
-        value, grads = backward_fn(params, x, y)  # a user's backward runs as given: it may not be traceable
-        return make_report(value, grads, *references(params, x, y),  # one program: faster than op by op
-                           rtol_autodiff=rtol_autodiff, rtol_fd=rtol_fd, h=h)
+    own = backward_fn is None
+    if own or mlp_options:
+        if not is_mlp(params):
+            raise TypeError(f"{'checking jaxmlp.backward' if own else 'the MLP options ' + str(sorted(mlp_options))}"
+                            f" needs a jaxmlp MLP (a tuple of Layer(W, b)), got params of type "
+                            f"{type(params).__name__}; pass your own backward_fn and loss_fn for other models")
+        if len(args) < 1:
+            raise TypeError("a jaxmlp MLP is checked on (params, x, y): x is missing")
+    if own:
+        if len(args) != 2:
+            raise TypeError(f"checking jaxmlp.backward takes (params, x, y), got {1 + len(args)} positional "
+                            f"arguments")
+        kw = dict(activation="relu", output_activation=None, loss="mse") | mlp_options
+        mlp.resolve(kw["activation"], kw["output_activation"], kw["loss"])
+        mlp.check_target(params, *args, kw["loss"])
+        backward_fn, loss_fn = partial(_jaxmlp_backward, **kw), partial(mlp.loss_fn, **kw)
+    fd_skip = near_kink = None
+    if own or "activation" in mlp_options:
+        with jax.enable_x64(True):
+            x = jnp.asarray(args[0], jnp.float64)
+            counts = np.asarray(_near_kinks(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params), x,
+                                            activation=(mlp_options.get("activation", "relu")), h=h))
+        fd_skip, near_kink = kink_flags(counts)
+    return check(loss_fn, backward_fn, params, args, h=h, rtol_autodiff=rtol_autodiff, rtol_fd=rtol_fd,
+                 fd_max_coords=fd_max_coords, fd_directions=fd_directions, fd_samples=fd_samples, seed=seed,
+                 fd_skip=fd_skip, near_kink=near_kink)
 
 
 def autodiff_deltas(params, x, y, *, activation="relu", output_activation=None, loss="mse"):

@@ -1,0 +1,514 @@
+"""Verifying the gradient of any function of a pytree: against ``jax.grad`` and finite differences.
+
+This module knows pytrees and nothing of MLPs; :mod:`jaxmlp.gradcheck` adds the MLP extras (kink
+flags, layer-wise deltas, the symmetry diagnostic) on top of it.
+
+A user brings a reference loss ``f(θ, *args) -> scalar`` and a backward ``(θ, *args) -> (L, g)`` to
+check (a hand-derived one, or ``jax.value_and_grad`` of a function with a ``custom_vjp`` rule). Every
+comparison runs in float64. With ε the float64 machine epsilon, ``λ = max(|f(θ)|, 1)`` the loss scale
+and ``h`` the finite-difference step:
+
+- **Structure.** ``g`` must have a floating leaf, of the same shape, at every path of θ, and no other
+  leaf; every leaf must be finite. Anything else fails the leaf, with its path and the reason.
+- **The loss value**::
+
+      |L - f(θ)| <= rtol_autodiff |f(θ)| + 10 ε                                                  (V1)
+
+- **Autodiff**, leaf by leaf, with ``g_ad = jax.grad(f)(θ, *args)``: relative to the leaf's own
+  largest entry, or below a rounding floor set by the largest entry of the whole gradient::
+
+      max |g - g_ad| <= rtol_autodiff max |g_ad|   or   <= 64 ε max_leaves max |g_ad|          (V2)
+
+- **Finite differences**, along directions v of one leaf at a time (a coordinate e_i for a leaf of
+  at most ``fd_max_coords`` entries, else ``fd_directions`` random unit vectors ±1/√n, plus
+  ``fd_samples`` random coordinates), compared with the directional derivative ⟨g, v⟩::
+
+      D_v(h) = (f(θ + h v) - f(θ - h v)) / 2h,   error O(h²) + O(ε λ / h)                       (V3)
+
+  A leaf passes when, over its directions, ``max |⟨g, v⟩ - D_v| <= rtol_fd max |D_v|``, or each
+  error is below the rounding noise of (V3)::
+
+      η(h) = 10 ε λ / h                                                                          (V4)
+
+- **Non-smoothness**, detected from the finite differences themselves. The one-sided slopes differ
+  by the curvature ``c_v(h) = (f(θ+hv) - 2 f(θ) + f(θ-hv)) / h``, which is ``h ∂²f/∂v² + O(h³)``
+  where f is smooth, so it halves with h; across a kink it tends to the jump of the slope instead::
+
+      smooth along v  ⇔  |c_v(h/2) - c_v(h)/2| <= 2 η(h/2)  and  |c_v(h/4) - c_v(h/2)/2| <= 2 η(h/4)   (V5)
+
+  Two halvings, because one can be fooled: a kink at distance h/3 gives c(h/2) = c(h)/2. (V5) runs
+  only when (V3) fails somewhere (the same compiled program at h/2 and h/4); a failing direction that
+  (V5) finds non-smooth is *flagged*, not failed: finite differences mean nothing there, while (V2)
+  still judges every entry. A bracket test (is ⟨g, v⟩ between the one-sided slopes?) is not used: a
+  random direction through several units sitting on a kink is not bracketed by them.
+
+Finite differences cost 2 evaluations of f per direction, all of them in one compiled ``lax.map`` in
+chunks whose perturbed copies of θ fit in ``FD_BUDGET`` numbers, so memory does not grow with the
+number of directions. The compiled program is cached on the loss function and θ's structure: a
+repeat call with the same shapes does not recompile.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from jaxmlp.report import Agreement, agreement, format_table
+
+FD_BUDGET = 1 << 21  # numbers of θ held per chunk of finite-difference directions (16 MiB in float64)
+FD_MAX_CHUNK = 256  # directions per chunk at most
+_EPS = float(np.finfo(np.float64).eps)
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+@dataclass(frozen=True)
+class LeafCheck:
+    """One leaf of the gradient against both references.
+
+    Attributes:
+      path: ``jax.tree_util.keystr`` of the leaf's path in θ, e.g. ``"[0].W"`` or ``"['W']"``.
+      ok: whether the leaf passes; ``reason`` says why not (empty when ok).
+      shape: the reference's shape.
+      autodiff: :class:`~jaxmlp.report.Agreement` with ``jax.grad`` (V2); None when not comparable.
+      finite_diff: agreement of ⟨g, v⟩ with (V3) over the leaf's directions; None when not comparable.
+      fd_checked: what finite differences checked, e.g. ``"all 6"`` or ``"16 dirs"``.
+      nonsmooth: directions that (V5) found non-smooth (flagged, not judged).
+      near_kink: for a jaxmlp MLP, the layer's pre-activations within reach of a kink (G2); else None.
+    """
+
+    path: str
+    ok: bool
+    reason: str = ""
+    shape: tuple = ()
+    autodiff: Agreement | None = None
+    finite_diff: Agreement | None = None
+    fd_checked: str = ""
+    nonsmooth: int = 0
+    near_kink: int | None = None
+
+
+@dataclass(frozen=True)
+class LossCheck:
+    """The backward's returned loss against the reference ``f(θ)`` (V1)."""
+
+    value: float
+    reference: float
+    abs_err: float
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class GradientReport:
+    """The result of a gradient check; ``print(report)`` shows it as a table, ``bool(report)`` is ``.ok``.
+
+    Attributes:
+      loss: the reference loss f(θ).
+      loss_check: the backward's loss value against it (V1).
+      rows: one :class:`LeafCheck` per leaf of the reference gradient (θ's leaves), then one per
+        unexpected extra leaf of the checked gradient.
+    """
+
+    loss: float
+    loss_check: LossCheck
+    rows: tuple[LeafCheck, ...]
+    rtol_autodiff: float
+    rtol_fd: float
+    h: float
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.loss_check.ok and all(r.ok for r in self.rows)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        """``"path: reason"`` for the loss and every failing leaf."""
+        loss = () if self.loss_check.ok else (f"loss: {self.loss_check.reason}",)
+        return loss + tuple(f"{r.path}: {r.reason}" for r in self.rows if not r.ok)
+
+    def raise_for_failure(self) -> None:
+        """Raise ``AssertionError`` listing the failing leaves (for a user's pytest), else do nothing."""
+        if not self.ok:
+            raise AssertionError("gradient check failed:\n  " + "\n  ".join(self.failures) + "\n\n" + str(self))
+
+    @property
+    def max_rel_autodiff(self) -> float:
+        return max((r.autodiff.max_rel for r in self.rows if r.autodiff is not None), default=float("inf"))
+
+    @property
+    def max_rel_fd(self) -> float:
+        return max((r.finite_diff.max_rel for r in self.rows if r.finite_diff is not None), default=float("inf"))
+
+    def __str__(self) -> str:
+        kinks = any(r.near_kink is not None for r in self.rows)
+        headers = ["leaf", "shape", "ad max abs", "ad max rel", "ad cos", "fd checked", "fd max abs", "fd max rel",
+                   "fd cos", "non-smooth", *(["near kink"] if kinks else []), "ok", "reason"]
+        nan3 = ("-", "-", "-")
+        rows = [[r.path, "x".join(map(str, r.shape)) or "scalar", *(r.autodiff or nan3), r.fd_checked or "-",
+                 *(r.finite_diff or nan3), r.nonsmooth, *([r.near_kink if r.near_kink is not None else "-"]
+                                                          if kinks else []), r.ok, r.reason]
+                for r in self.rows]
+        lc = self.loss_check
+        head = (f"gradient check in float64: loss = {self.loss:.10g}, backward's loss {lc.value:.10g} "
+                f"({'ok' if lc.ok else 'FAIL: ' + lc.reason}); pass if ad max rel <= {self.rtol_autodiff:g} "
+                f"(V2) and fd max rel <= {self.rtol_fd:g} or within rounding noise (V3)-(V4), h = {self.h:g}; "
+                f"fd not judged along non-smooth directions (V5)")
+        return "\n".join([head, *self.notes, format_table(headers, rows)])
+
+
+# ------------------------------------------------------------------------------- finite differences
+
+def finite_difference_grads(loss_of_params, params, h: float = 1e-6):
+    """Central finite differences (V3) along every coordinate of ``params``, as a params pytree.
+
+    All 2P evaluations run in one compiled ``lax.map``, in chunks of at most ``FD_BUDGET`` numbers of
+    perturbed parameters, so that memory stays bounded however many parameters there are.
+    """
+    flat, unravel = ravel_pytree(params)
+    f = lambda v: loss_of_params(unravel(v))
+    one_direction = lambda i: (f(flat.at[i].add(h)) - f(flat.at[i].add(-h))) / (2 * h)  # (V3)
+    chunk = _chunk(flat.size)
+    fd = jax.jit(lambda idx: jax.lax.map(one_direction, idx, batch_size=chunk))(jnp.arange(flat.size))
+    return unravel(fd)
+
+
+def _chunk(P: int) -> int:
+    return int(max(1, min(FD_MAX_CHUNK, FD_BUDGET // max(P, 1))))
+
+
+@dataclass(frozen=True)
+class Directions:
+    """The finite-difference directions of every leaf, as arrays a compiled program takes.
+
+    Direction d perturbs leaf ``leaf[d]`` only: along coordinate ``coord[d]``, or, where ``coord[d] < 0``,
+    along a pseudo-random ±1/√n vector, :func:`signs` of direction d. ``offset``/``size`` locate each leaf in
+    the flattened θ.
+    """
+
+    leaf: np.ndarray
+    coord: np.ndarray
+    offset: tuple[int, ...]
+    size: tuple[int, ...]
+    described: tuple[str, ...]  # per leaf, what is checked: "all 6", "16 dirs", "16 dirs + 8 coords", ...
+
+
+def directions(shapes, checkable, *, fd_max_coords: int, fd_directions: int, fd_samples: int, seed: int = 0):
+    """Build :class:`Directions` for leaves of ``shapes`` (only those marked ``checkable``)."""
+    rng = np.random.default_rng(seed)
+    leaf, coord, offset, size, described = [], [], [], [], []
+    start = 0
+    for j, (shape, ok) in enumerate(zip(shapes, checkable)):
+        n = int(np.prod(shape, dtype=np.int64))
+        offset.append(start)
+        size.append(n)
+        start += n
+        if not ok or n == 0:
+            described.append("-")
+            continue
+        if n <= fd_max_coords:
+            picks, n_rand = np.arange(n), 0
+            described.append(f"all {n}")
+        else:
+            picks = np.sort(rng.choice(n, size=min(fd_samples, n), replace=False))
+            n_rand = fd_directions
+            described.append(f"{n_rand} dirs" + (f" + {len(picks)} coords" if len(picks) else ""))
+        leaf += [j] * (n_rand + len(picks))
+        coord += [-1] * n_rand + [int(i) for i in picks]
+    return Directions(np.asarray(leaf, np.int32), np.asarray(coord, np.int32), tuple(offset), tuple(size),
+                      tuple(described))
+
+
+def signs(seed, d, P: int, dtype):
+    """P pseudo-random signs ±1 for direction ``d``: the top bit of a murmur3 finalizer of a counter
+    (a hash of (seed, d, i)), which compiles to a handful of integer ops where ``jax.random``'s
+    threefry compiled for over a second inside the finite-difference loop."""
+    u = jnp.uint32
+    x = jnp.arange(P, dtype=u) * u(0x9E3779B1) + d.astype(u) * u(0x85EBCA77) + u(seed) * u(0xC2B2AE3D)
+    x = (x ^ (x >> 16)) * u(0x85EBCA6B)
+    x = (x ^ (x >> 13)) * u(0xC2B2AE35)
+    x = x ^ (x >> 16)
+    return jnp.where(x >> 31 == 1, 1, -1).astype(dtype)
+
+
+def fd_evaluations(f, f0, flat, unravel, args, g_flat, dirs, seed: int, h):
+    """Traceable: ``(D_v(h) (V3), c_v(h) (V5), ⟨g, v⟩)`` along every direction v, given ``f0 = f(θ)``.
+
+    ``dirs = (leaf, coord, offset, size)`` as in :class:`Directions`, with the number of directions a
+    multiple of ``_chunk(P)``. ``f(θ, *args)`` is evaluated at θ ± h v one chunk of directions at a time
+    (a ``vmap`` inside a ``lax.map``), so that at most ``_chunk(P)`` perturbed copies of θ exist at once,
+    however many directions there are.
+    """
+    leaf, coord, offset, size = dirs
+    P = flat.size
+    idx = jnp.arange(P)
+    steps = jnp.stack([h, -h]).astype(flat.dtype)
+
+    def one(d, j, i):
+        start, n = offset[j], size[j]
+        random_v = jnp.where((idx >= start) & (idx < start + n), signs(seed, d, P, flat.dtype), 0)
+        v = jnp.where(i >= 0, (idx == start + i).astype(flat.dtype), random_v / jnp.sqrt(n.astype(flat.dtype)))
+        f_plus, f_minus = jax.vmap(lambda s: f(unravel(flat + s * v), *args))(steps)  # one traced f, not two
+        D = (f_plus - f_minus) / (2 * h)  # (V3)
+        c = (f_plus - 2 * f0 + f_minus) / h  # (V5)
+        return D, c, jnp.dot(g_flat, v)
+
+    n_dirs = leaf.shape[0]
+    if n_dirs == 0:  # every leaf failed its structure check: nothing to perturb
+        empty = jnp.zeros((0,), flat.dtype)
+        return empty, empty, empty
+    chunk = min(_chunk(P), n_dirs)
+    batched = (t.reshape(n_dirs // chunk, chunk) for t in (jnp.arange(n_dirs), leaf, coord))
+    D, c, g_v = jax.lax.map(lambda t: jax.vmap(one)(*t), tuple(batched))
+    return D.ravel(), c.ravel(), g_v.ravel()
+
+
+def pad_directions(leaf, coord, P: int):
+    """Repeat the last direction until their number is a multiple of ``_chunk(P)`` (so the compiled
+    loop has no remainder to compile apart); the caller drops the extra results."""
+    n = leaf.size
+    chunk = min(_chunk(P), max(n, 1))
+    extra = -n % chunk
+    if n == 0 or extra == 0:
+        return leaf, coord
+    return np.concatenate([leaf, np.repeat(leaf[-1:], extra)]), np.concatenate([coord, np.repeat(coord[-1:], extra)])
+
+
+def smooth_directions(f0, c_h, c_h2, c_h4, h):
+    """(V5) per direction, from the curvatures at h, h/2 and h/4 (host arrays)."""
+    lam = max(abs(float(f0)), 1.0)
+    eta = lambda s: 10 * _EPS * lam / s  # (V4)
+    return (np.abs(c_h2 - c_h / 2) <= 2 * eta(h / 2)) & (np.abs(c_h4 - c_h2 / 2) <= 2 * eta(h / 4))  # (V5)
+
+
+# ------------------------------------------------------------------------------------ the engine
+
+def fn_key(fn):
+    """A hashable key for a function, equal for equal ``functools.partial`` objects (which hash by
+    identity), so that a fresh ``partial(loss_fn, ...)`` per call still finds its compiled program.
+    None when some part is unhashable (then nothing is cached)."""
+    if isinstance(fn, functools.partial):
+        parts = (fn_key(fn.func), *(fn_key(a) for a in fn.args), *(fn_key(v) for v in fn.keywords.values()))
+        if any(p is None for p in parts):
+            return None
+        return ("partial", parts[0], tuple(parts[1:1 + len(fn.args)]),
+                tuple(zip(fn.keywords, parts[1 + len(fn.args):])))
+    try:
+        hash(fn)
+    except TypeError:
+        return None
+    return (type(fn), fn)
+
+
+_PROGRAMS: dict = {}
+_MAX_PROGRAMS = 64
+
+
+def _reference_program(loss_fn, treedef, shapes, seed, flat, args, g_flat, leaf, coord, h):
+    """``(f(θ), jax.grad(f)(θ) flattened, D_v (V3), c_v (V5), ⟨g, v⟩)`` for the directions (leaf, coord)."""
+    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist() if sizes else []
+
+    def unravel(v):
+        return jax.tree_util.tree_unflatten(treedef, [v[o:o + n].reshape(s)
+                                                      for o, n, s in zip(offsets, sizes, shapes)])
+
+    f0, g_ad = jax.value_and_grad(loss_fn)(unravel(flat), *args)
+    g_ad = jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(g_ad)]) if sizes else flat
+    dirs = (leaf, coord, jnp.asarray(offsets, jnp.int32), jnp.asarray(sizes, jnp.int32))
+    return (g_ad, f0, *fd_evaluations(loss_fn, f0, flat, unravel, args, g_flat, dirs, seed, h))
+
+
+def _program(loss_fn, treedef, shapes, seed):
+    """The compiled :func:`_reference_program` for ``loss_fn`` and θ's structure, cached so that a repeat
+    call with the same shapes does not recompile; ``h`` is traced, so h/2 and h/4 (V5) reuse it too."""
+    key = fn_key(loss_fn)
+    fn = functools.partial(_reference_program, loss_fn, treedef, shapes, seed)
+    if key is None:
+        return jax.jit(fn)
+    key = (key, treedef, shapes, seed)
+    if key not in _PROGRAMS:
+        if len(_PROGRAMS) >= _MAX_PROGRAMS:
+            _PROGRAMS.pop(next(iter(_PROGRAMS)))
+        _PROGRAMS[key] = jax.jit(fn)
+    return _PROGRAMS[key]
+
+
+def to_float64(tree):
+    """Floating leaves (and Python floats) to float64 arrays; integer and other leaves as they are."""
+    def cast(a):
+        if isinstance(a, float) or (hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)):
+            return jnp.asarray(a, jnp.float64)
+        return a
+
+    return jax.tree.map(cast, tree)
+
+
+def _leaves_with_paths(tree):
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {jax.tree_util.keystr(p): leaf for p, leaf in leaves}
+
+
+def _structure_problem(g, ref_shape, ref_dtype):
+    """Why leaf ``g`` cannot be compared with a reference of ``ref_shape``, or '' if it can."""
+    if not hasattr(g, "shape") and not isinstance(g, (int, float, complex)):
+        return f"not an array: {type(g).__name__}"
+    g = np.asarray(g)
+    if g.shape != ref_shape:
+        return f"shape {g.shape} != {ref_shape}"
+    if not np.issubdtype(g.dtype, np.inexact):
+        return f"dtype {g.dtype} is not floating"
+    if np.issubdtype(g.dtype, np.complexfloating):
+        return f"dtype {g.dtype} is complex, the parameter's is {ref_dtype}"
+    bad = ~np.isfinite(g)
+    if bad.any():
+        return f"{int(np.isnan(g).sum())} NaN and {int(np.isinf(g).sum())} inf entries"
+    return ""
+
+
+def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff: float = 1e-9,
+          rtol_fd: float = 1e-6, fd_max_coords: int = 256, fd_directions: int = 16, fd_samples: int = 0,
+          seed: int = 0, fd_skip=None, near_kink=None, notes=()) -> GradientReport:
+    """Check ``backward_fn`` against ``jax.grad(loss_fn)`` and finite differences; see the module docstring.
+
+    Args:
+      loss_fn: the reference ``(params, *args) -> scalar``, traceable.
+      backward_fn: ``(params, *args) -> (loss, grads)``, run as given (it need not be traceable).
+      params, args: θ (any pytree of floating leaves) and the remaining positional arguments, both cast
+        to float64 before anything runs.
+      fd_skip: optional ``path -> bool``: leaves whose finite differences are not judged (the MLP's
+        kink flags (G2)).
+      near_kink: optional ``path -> int`` shown in the report.
+
+    Returns:
+      A :class:`GradientReport`.
+    """
+    for name, value in (("h", h), ("rtol_autodiff", rtol_autodiff), ("rtol_fd", rtol_fd)):
+        if not (isinstance(value, (int, float)) and value > 0):
+            raise ValueError(f"{name} must be a positive number, got {name}={value!r}")
+    for name, value in (("fd_max_coords", fd_max_coords), ("fd_directions", fd_directions),
+                        ("fd_samples", fd_samples)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {name}={value!r}")
+    if fd_directions == 0 and fd_samples == 0:
+        raise ValueError("fd_directions and fd_samples are both 0: large leaves would get no finite-difference "
+                         "check at all")
+    with jax.enable_x64(True):
+        params, args = to_float64((params, tuple(args)))
+        ref_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+        paths = [jax.tree_util.keystr(p) for p, _ in ref_leaves]
+        leaves = [leaf for _, leaf in ref_leaves]
+        for path, leaf in zip(paths, leaves):
+            if not hasattr(leaf, "dtype") or not jnp.issubdtype(leaf.dtype, jnp.floating) and not \
+                    jnp.issubdtype(leaf.dtype, jnp.complexfloating):
+                raise TypeError(f"params leaf {path} must be a floating array to take a gradient with respect "
+                                f"to, got {type(leaf).__name__} {getattr(leaf, 'dtype', '')}; pass it in args "
+                                f"or bind it with functools.partial instead")
+            if jnp.issubdtype(leaf.dtype, jnp.complexfloating):
+                raise TypeError(f"params leaf {path} is complex ({leaf.dtype}); the checker takes real floating "
+                                f"leaves: split a complex parameter into its real and imaginary parts")
+        shapes = tuple(tuple(leaf.shape) for leaf in leaves)
+
+        out = backward_fn(params, *args)
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise TypeError(f"backward_fn must return a pair (loss, grads), got {type(out).__name__}"
+                            + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+        value, grads = out
+        given = _leaves_with_paths(grads)
+        problems = {p: ("missing" if p not in given else _structure_problem(given[p], s, leaf.dtype))
+                    for p, s, leaf in zip(paths, shapes, leaves)}
+        extra = [p for p in given if p not in problems]
+        aligned = [np.asarray(given[p], leaf.dtype) if not problems[p] else np.zeros(s, leaf.dtype)
+                   for p, s, leaf in zip(paths, shapes, leaves)]
+
+        checkable = [not problems[p] for p in paths]
+        dirs = directions(shapes, checkable, fd_max_coords=fd_max_coords, fd_directions=fd_directions,
+                          fd_samples=fd_samples, seed=seed)
+        program = _program(loss_fn, jax.tree_util.tree_structure(params), shapes, seed)
+        flat = jnp.concatenate([jnp.ravel(leaf) for leaf in leaves]) if leaves else jnp.zeros((0,))
+        g_flat = jnp.concatenate([jnp.ravel(jnp.asarray(a)) for a in aligned]) if aligned else jnp.zeros((0,))
+        leaf_ids, coords = pad_directions(dirs.leaf, dirs.coord, flat.size)
+        run = functools.partial(program, flat, args, g_flat, jnp.asarray(leaf_ids), jnp.asarray(coords))
+        n = dirs.leaf.size  # the results of the padding directions are dropped
+        g_ad, f0, D, c, g_v = (np.asarray(a) for a in run(h))
+        D, c, g_v = D[:n], c[:n], g_v[:n]
+        smooth = None
+        fd_fail = _fd_failures(D, g_v, dirs, f0, h, rtol_fd)
+        if fd_fail.any():  # (V5): the same program at h/2 and h/4
+            c2, c4 = (np.asarray(run(step)[3])[:n] for step in (h / 2, h / 4))
+            smooth = smooth_directions(f0, c, c2, c4, h)
+
+    return _report(paths, shapes, leaves, problems, extra, given, value, f0, g_ad, D, g_v, fd_fail, smooth, dirs,
+                   h=h, rtol_autodiff=rtol_autodiff, rtol_fd=rtol_fd, fd_skip=fd_skip, near_kink=near_kink,
+                   notes=notes)
+
+
+def _fd_failures(D, g_v, dirs: Directions, f0, h, rtol_fd):
+    """Per direction, whether ⟨g, v⟩ misses D_v by more than (V3)-(V4) allow (scale: the leaf's max |D|)."""
+    eta = 10 * _EPS * max(abs(float(f0)), 1.0) / h  # (V4)
+    err = np.abs(g_v - D)
+    scale = np.zeros(len(dirs.size))
+    np.maximum.at(scale, dirs.leaf, np.abs(D))
+    return ~((err <= rtol_fd * scale[dirs.leaf]) | (err <= eta))  # NaN counts as a failure
+
+
+def _report(paths, shapes, leaves, problems, extra, given, value, f0, g_ad, D, g_v, fd_fail, smooth, dirs, *,
+            h, rtol_autodiff, rtol_fd, fd_skip, near_kink, notes):
+    f0 = float(f0)
+    loss_check = _check_loss(value, f0, rtol_autodiff)
+    ref = [g_ad[o:o + n].reshape(s) for o, n, s in zip(dirs.offset, dirs.size, shapes)]
+    floor = 64 * _EPS * max((float(np.max(np.abs(r), initial=0.0)) for r in ref), default=0.0)  # (V2)
+    rows = []
+    for j, (path, shape) in enumerate(zip(paths, shapes)):
+        kink = near_kink(path) if near_kink else None
+        if problems[path]:
+            rows.append(LeafCheck(path, False, problems[path], shape, near_kink=kink))
+            continue
+        g = np.asarray(given[path], np.asarray(ref[j]).dtype)
+        reasons = []
+        if not np.all(np.isfinite(ref[j])):
+            reasons.append("the reference jax.grad(loss_fn) is not finite here")
+        ad = agreement(g, ref[j])
+        if not (ad.max_rel <= rtol_autodiff or ad.max_abs <= floor):  # (V2)
+            reasons.append(f"disagrees with jax.grad (max rel {ad.max_rel:.2e} > {rtol_autodiff:g})")
+        mine = dirs.leaf == j
+        skipped = bool(fd_skip and fd_skip(path))  # the MLP's (G2): finite differences not judged
+        fd, nonsmooth = None, 0
+        if mine.any():
+            fd = agreement(g_v[mine], D[mine])
+            failing = fd_fail[mine]
+            flagged = failing if skipped else (failing & ~smooth[mine] if smooth is not None else failing & False)
+            nonsmooth = int(flagged.sum())
+            judged = failing & ~flagged
+            if judged.any():
+                worst = np.max(np.abs(g_v[mine] - D[mine])[judged]) / np.max(np.abs(D[mine]))
+                reasons.append(f"disagrees with finite differences along {int(judged.sum())} smooth "
+                               f"direction(s) (max rel {worst:.2e} > {rtol_fd:g})")
+        checked = dirs.described[j] + (", near a kink: not judged" if skipped else "")
+        rows.append(LeafCheck(path, not reasons, "; ".join(reasons), shape, ad, fd, checked, nonsmooth, kink))
+    rows += [LeafCheck(p, False, "unexpected extra leaf (no such parameter)", tuple(np.shape(given[p])))
+             for p in extra]
+    return GradientReport(f0, loss_check, tuple(rows), rtol_autodiff, rtol_fd, h, tuple(notes))
+
+
+def _check_loss(value, f0: float, rtol: float) -> LossCheck:
+    try:
+        v = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        return LossCheck(float("nan"), f0, float("inf"), False, f"not a number: {type(value).__name__}")
+    if v.size != 1:
+        return LossCheck(float("nan"), f0, float("inf"), False, f"shape {v.shape}, expected a scalar")
+    v = float(v.reshape(()))
+    err = abs(v - f0)
+    ok = err <= rtol * abs(f0) + 10 * _EPS  # (V1)
+    reason = "" if ok else f"{v:.10g} != loss_fn's {f0:.10g} (abs err {err:.2e})"
+    return LossCheck(v, f0, err, ok, reason)
