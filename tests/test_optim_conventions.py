@@ -276,3 +276,20 @@ def test_fit_ensemble_with_adamw_per_model_hyperparameters(x64):
         alone, _ = jaxmlp.fit(params, x, y, optimizer=optim.adamw(float(hyper["learning_rate"][i]),
                                                                   weight_decay=float(hyper["weight_decay"][i])), **FIT)
         assert max_rel(jax.tree.map(lambda p: p[i], trained), alone) <= 1e-12
+
+
+def test_cli_adamw_flags():
+    """``jaxmlp train --optimizer adamw --lr --weight-decay``: optax's AdamW with those, bit for bit."""
+    from jaxmlp import cli
+
+    args = cli.parser().parse_args(["train", "--optimizer", "adamw", "--lr", "0.05", "--weight-decay", "0.01"])
+    ours, reference = cli._optimizer(args), optax.adamw(0.05, weight_decay=0.01)
+    params, grads = small_problem()
+    # Compiled, as fit runs it (eagerly, float32 β^t is computed by another algorithm, optax's too).
+    (updates, _), (expected, _) = jax.jit(ours.update)(grads, ours.init(params), params), \
+        jax.jit(reference.update)(grads, reference.init(params), params)
+    assert_trees_equal(updates, expected)
+    assert cli.parser().parse_args(["train"]).weight_decay == 1e-4  # optax's default
+    with pytest.raises(SystemExit) as exit_:
+        cli.parser().parse_args(["train", "--weight-decay", "-0.1"])
+    assert exit_.value.code == 2

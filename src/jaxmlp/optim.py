@@ -28,8 +28,10 @@ w ← μ w - η g while η is constant. ``sgd`` with momentum 0 or None keeps no
 debiased, replaces m̂; v̂ is Adam's. AdamW (O9) is Loshchilov & Hutter's *decoupled* weight decay:
 λθ is added to Adam's direction after the moments, so it is scaled by η but not by 1/√v̂, unlike an
 L2 term added to g. Each line is written in optax's order of operations (``optax.sgd``,
-``optax.adam``, ``optax.adamw``, ``optax.apply_updates``), so in float32 and float64 the results
-agree with optax's bit for bit (over 1000 steps on CPU, in ``tests/test_optim.py``).
+``optax.adam``, ``optax.adamw``, ``optax.apply_updates``), so in float32 and float64 compiled steps
+agree with optax's bit for bit (1000 steps under ``jit`` on CPU, in ``tests/test_optim.py``). Op by
+op, without ``jit``, the last bit may differ: eager float32 β₁ᵗ is computed by another algorithm than
+compiled β₁ᵗ, and optax compiles its bias correction even then.
 
 A learning rate is a number, a jax array (traced or not: ``jax.vmap`` over an array of learning
 rates runs a whole sweep with one compilation), or a schedule: a callable ``learning_rate(count)``
