@@ -360,6 +360,24 @@ def test_zero_loss_and_zero_gradient_pass(x64):
     assert report.ok and report.loss == 0.0, str(report)
 
 
+def test_a_leaf_the_loss_ignores_passes_with_rounding_noise_and_fails_with_a_real_gradient(x64):
+    """jax.grad gives exactly 0 for an unused leaf; a backward that leaves 1e-30 there (rounding of some
+    cancellation) is right, one that puts 1e-6 there is not (V2's floor is 64 ε of the largest entry)."""
+    params, x, labels = _softmax_regression()
+    params = {**params, "unused": jnp.ones(2)}
+
+    def backward_fn(extra):
+        def fn(params, x, labels):
+            loss, g = softmax_regression_backward(params, x, labels)
+            return loss, {**g, "unused": jnp.full(2, extra)}
+        return fn
+
+    loss_fn = lambda p, x, labels: softmax_regression_loss(p, x, labels) + 0.0 * jnp.sum(p["unused"])
+    assert jaxmlp.check_gradients(params, x, labels, backward_fn=backward_fn(1e-30), loss_fn=loss_fn).ok
+    bad = jaxmlp.check_gradients(params, x, labels, backward_fn=backward_fn(1e-6), loss_fn=loss_fn)
+    assert [f.split(":")[0] for f in bad.failures] == ["['unused']"]
+
+
 # -------------------------------------------------------------------------------- scale, compile
 
 def test_large_leaves_are_checked_along_random_directions_and_sampled_coordinates(x64):

@@ -6,8 +6,9 @@ Module layout (imports run one way, top to bottom of this list):
   :mod:`~jaxmlp.activations`, :mod:`~jaxmlp.losses`, :mod:`~jaxmlp.initializers`;
 - the network: :mod:`~jaxmlp.mlp` (``init_mlp``, ``forward``, ``loss_fn``, ``collapse_linear``);
 - backpropagation by hand: :mod:`~jaxmlp.backprop` (``backward``, ``per_example_grads``);
-- verification against autodiff: :mod:`~jaxmlp.gradcheck` (``check_gradients``, layer-wise deltas,
-  the zero-init symmetry diagnostic);
+- verification against autodiff: :mod:`~jaxmlp.verify` (the checker's engine for any pytree model,
+  knowing nothing of MLPs), then :mod:`~jaxmlp.gradcheck` (``check_gradients``, with the MLP extras:
+  kink flags, layer-wise deltas, the zero-init symmetry diagnostic);
 - optimizers, which know only pytrees: :mod:`~jaxmlp.optim`;
 - training on top: :mod:`~jaxmlp.shuffle` (the epoch permutation), :mod:`~jaxmlp.train` (``fit``),
   :mod:`~jaxmlp.ensemble` (``fit_ensemble``, ``evaluate_ensemble``), :mod:`~jaxmlp.datasets`,
@@ -20,6 +21,7 @@ from jaxmlp import activations, datasets, initializers, losses, optim, shuffle
 from jaxmlp.backprop import backward, per_example_grads
 from jaxmlp.cache import enable_compilation_cache
 from jaxmlp.gradcheck import check_gradients, compare_deltas, symmetry
+from jaxmlp.verify import GradientReport
 from jaxmlp.mlp import collapse_linear, forward, forward_with_cache, init_mlp, loss_fn
 from jaxmlp.ensemble import evaluate_ensemble, fit_ensemble
 from jaxmlp.train import TrainingDiverged, evaluate, fit
@@ -27,6 +29,7 @@ from jaxmlp.types import Cache, Layer
 
 __all__ = [
     "Cache",
+    "GradientReport",
     "Layer",
     "TrainingDiverged",
     "activations",

@@ -490,7 +490,8 @@ def _report(paths, shapes, leaves, problems, extra, given, value, f0, g_ad, D, g
             nonsmooth = int(flagged.sum())
             judged = failing & ~flagged
             if judged.any():
-                worst = np.max(np.abs(g_v[mine] - D[mine])[judged]) / np.max(np.abs(D[mine]))
+                scale = np.max(np.abs(D[mine]))
+                worst = np.max(np.abs(g_v[mine] - D[mine])[judged]) / scale if scale > 0 else float("inf")
                 reasons.append(f"disagrees with finite differences along {int(judged.sum())} smooth "
                                f"direction(s) (max rel {worst:.2e} > {rtol_fd:g})")
         checked = dirs.described[j] + (", near a kink: not judged" if skipped else "")
