@@ -468,6 +468,15 @@ def test_mlp_options_on_a_dict_model_are_a_type_error(x64):
                                loss_fn=softmax_regression_loss, activation="relu")
 
 
+def test_an_untraceable_loss_fn_is_a_type_error_saying_so(x64):
+    def loss_fn(p, x):  # Python control flow on an array value: not traceable by jit
+        return jnp.sum(p["w"] * x) if jnp.sum(p["w"]) > 0 else 0.0
+
+    with pytest.raises(TypeError, match="loss_fn must be traceable by jax.jit"):
+        jaxmlp.check_gradients({"w": jnp.ones(3)}, jnp.ones(3), backward_fn=jax.value_and_grad(loss_fn),
+                               loss_fn=loss_fn)
+
+
 def test_an_integer_parameter_leaf_is_a_type_error(x64):
     params, x, labels = _softmax_regression()
     with pytest.raises(TypeError, match=r"params leaf \['n'\] must be a floating array"):

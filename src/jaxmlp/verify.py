@@ -439,7 +439,12 @@ def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff:
         leaf_ids, coords = pad_directions(dirs.leaf, dirs.coord, flat.size)
         run = functools.partial(program, flat, args, g_flat, jnp.asarray(leaf_ids), jnp.asarray(coords))
         n = dirs.leaf.size  # the results of the padding directions are dropped
-        g_ad, f0, D, c, g_v = (np.asarray(a) for a in run(h))
+        try:
+            g_ad, f0, D, c, g_v = (np.asarray(a) for a in run(h))
+        except jax.errors.ConcretizationTypeError as e:
+            raise TypeError("loss_fn must be traceable by jax.jit (the reference and its finite differences are "
+                            "compiled): no Python control flow on array values; bind static options with "
+                            "functools.partial") from e
         D, c, g_v = D[:n], c[:n], g_v[:n]
         smooth = None
         fd_fail = _fd_failures(D, g_v, dirs, f0, h, rtol_fd)
