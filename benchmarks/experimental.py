@@ -90,3 +90,41 @@ def folded_ensemble(cfg: Config, K: int, n_steps: int = 64) -> Bench:
     params = folded_init(cfg, K)
     return scan_bench("folded", step, (params, optimizer.init(params)), cfg, K, n_steps)
 
+
+
+# ---- jaxmlp against the expert baselines, in one run ----------------------------------------------------------
+
+
+def compare_with_experts(K: int = 64, epochs: int = 8, per_epoch: int = 128, repeats: int = 7, log=print) -> dict:
+    """The issue's comparison on the seed config (batch 32, ``per_epoch`` x 32 examples, ``epochs`` epochs per
+    call), in one run: ``fit`` against ``expert-scan``, ``fit_ensemble`` (K models) against ``expert-vmap``,
+    both metrics modes, µs per model-step. Returns the ratios; logs the medians and the machine's load."""
+    import os
+
+    from benchmarks.harness import measure
+    from benchmarks.systems import _fit_shape, expert_bench, jaxmlp_fit, jaxmlp_fit_ensemble
+    from benchmarks.suite import SEED
+
+    log(f"load average before: {os.getloadavg()}")
+    flops = SEED.step_flops * epochs * per_epoch
+    with jax.numpy_rank_promotion("allow"):  # the expert writes `x @ w + b`
+        single = [jaxmlp_fit(SEED, flops, m) for m in ("full", "minibatch")]
+        single.append(expert_bench(SEED, 1, *reversed(_fit_shape(SEED, flops))))
+        ensemble = [jaxmlp_fit_ensemble(SEED, K, epochs, per_epoch, m) for m in ("full", "minibatch")]
+        ensemble.append(expert_bench(SEED, K, epochs, per_epoch))
+        stats = {**measure(single, repeats=repeats, min_repeat_s=0.2), **measure(ensemble, repeats=repeats, min_repeat_s=0.2)}
+    for name, s in stats.items():
+        log(f"{name:32s} {s['us_per_step']:8.2f} us per model-step [{s['us_min']:.2f}, {s['us_max']:.2f}]  {s['note']}")
+    ratios = {f"{a}/{b}": stats[a]["us_per_step"] / stats[b]["us_per_step"] for a, b in [
+        ("jaxmlp-fit", "expert-scan"), ("jaxmlp-fit-minibatch", "expert-scan"),
+        ("jaxmlp-fit_ensemble", "expert-vmap"), ("jaxmlp-fit_ensemble-minibatch", "expert-vmap")]}
+    for name, r in ratios.items():
+        log(f"{name:48s} {r:.3f}")
+    log(f"load average after: {os.getloadavg()}")
+    return ratios
+
+
+if __name__ == "__main__":  # python -m benchmarks.experimental [K] [epochs]
+    import sys
+
+    compare_with_experts(*(int(a) for a in sys.argv[1:3]))

@@ -302,3 +302,34 @@ def test_bad_sweeps_are_refused_before_compiling(kw, error, match):
     stack, x, y = problem()
     with pytest.raises(error, match=match):
         fit_ensemble(stack, x, y, loss=LOSS, **kw)
+
+
+# --- the compiled program ----------------------------------------------------------------------------------------
+
+
+def compiled_text(shuffle):
+    """The optimized HLO of one epoch of the ensemble program (K = 3, batch 4, SGD)."""
+    from jaxmlp import ensemble, train
+
+    stack, x, y = problem()
+    factory = ensemble._Same(optim.sgd(0.1))
+    config = train._Config(LOSS, ACTIVATION, None, "manual", BATCH, eval_chunk=N)
+    key = jax.random.key(0) if shuffle == "shared" else jax.random.split(jax.random.key(0), K)
+    opt_state = ensemble._init(stack, {}, factory=factory)
+    lowered = ensemble._compiled_ensemble.lower(stack, opt_state, key, stack, jnp.ones((K,), bool), x, y, {},
+                                                factory=factory, config=config, n_epochs=1,
+                                                per_model=shuffle == "per_model")
+    return lowered.compile().as_text()
+
+
+def test_shared_minibatch_makes_layer_1_one_matmul_for_all_models():
+    """shuffle="shared": X_b (B x n0) times the K stacked W[1] is one dot of shape (B, K n1), forward (F1),
+    and the gradient of W[1] one of shape (K n1, n0) (B3); per-model minibatches are K batched products."""
+    n0, n1 = SIZES[0], SIZES[1]
+    one_dot = [rf"f32\[{BATCH},{K * n1}\]\{{[0-9,]*\}} dot\(", rf"f32\[{K * n1},{n0}\]\{{[0-9,]*\}} dot\("]
+    import re
+
+    shared, per_model = compiled_text("shared"), compiled_text("per_model")
+    for pattern in one_dot:
+        assert re.search(pattern, shared), pattern
+        assert not re.search(pattern, per_model), pattern

@@ -101,10 +101,17 @@ def _used_inputs(jaxpr) -> list[bool]:
     return [v in live for v in jaxpr.invars]
 
 
+_CHECKED = set()  # (factory, hyperparameter and parameter shapes) already checked: tracing costs ~10 ms a call
+
+
 def _check_factory(factory, hyper: dict, params):
     """Trace (not run) ``init`` and one ``update`` of ``factory(h)`` for one model: it must return a
     GradientTransformation, read only names of ``hyper``, and depend on every one of them."""
     names = sorted(hyper)
+    signature = (factory, tuple((k, hyper[k].dtype) for k in names),
+                 tuple((leaf.shape, leaf.dtype) for leaf in jax.tree.leaves(params)))
+    if train._hashable(factory) and signature in _CHECKED:
+        return
 
     def one_step(h, params):
         try:
@@ -133,6 +140,8 @@ def _check_factory(factory, hyper: dict, params):
         raise ValueError(f"hyperparams {unused} are not used by the optimizer factory: the optimizers it builds do "
                          f"not depend on them (a misspelt name, or a value the factory ignores); it uses "
                          f"{[k for k, u in zip(names, used) if u]}")
+    if train._hashable(factory):
+        _CHECKED.add(signature)
 
 
 def _resolve(optimizer, hyperparams, learning_rates, K, dtype):
