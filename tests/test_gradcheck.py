@@ -194,6 +194,14 @@ def test_a_wrong_custom_vjp_rule_fails():
     assert {f.split(":")[0] for f in report.failures} == {"['W']", "['b']"}
 
 
+def test_a_backward_that_computes_in_float32_fails_and_says_so(x64):
+    params, x, y = _problem()
+    to32 = lambda loss, g: (loss, jax.tree.map(lambda a: a.astype(jnp.float32), g))
+    report = jaxmlp.check_gradients(params, x, y, backward_fn=_mlp_backward_with(to32), loss_fn=MLP_REFERENCE)
+    assert not report.ok
+    assert all("came back as float32" in f for f in report.failures), report.failures
+
+
 def test_report_of_a_failure_prints_the_reason_and_the_table(x64):
     params, x, y = _problem()
     change, _ = MLP_BUGS["bias-(1,n)"]

@@ -51,7 +51,7 @@ repeat call with the same shapes does not recompile.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -121,7 +121,6 @@ class GradientReport:
     rtol_autodiff: float
     rtol_fd: float
     h: float
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def ok(self) -> bool:
@@ -163,7 +162,7 @@ class GradientReport:
                 f"({'ok' if lc.ok else 'FAIL: ' + lc.reason}); pass if ad max rel <= {self.rtol_autodiff:g} "
                 f"(V2) and fd max rel <= {self.rtol_fd:g} or within rounding noise (V3)-(V4), h = {self.h:g}; "
                 f"fd not judged along non-smooth directions (V5)")
-        return "\n".join([head, *self.notes, format_table(headers, rows)])
+        return head + "\n" + format_table(headers, rows)
 
 
 # ------------------------------------------------------------------------------- finite differences
@@ -377,7 +376,7 @@ def _structure_problem(g, ref_shape, ref_dtype):
 
 def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff: float = 1e-9,
           rtol_fd: float = 1e-6, fd_max_coords: int = 256, fd_directions: int = 16, fd_samples: int = 0,
-          seed: int = 0, fd_skip=None, near_kink=None, notes=()) -> GradientReport:
+          seed: int = 0, fd_skip=None, near_kink=None) -> GradientReport:
     """Check ``backward_fn`` against ``jax.grad(loss_fn)`` and finite differences; see the module docstring.
 
     Args:
@@ -408,14 +407,13 @@ def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff:
         paths = [jax.tree_util.keystr(p) for p, _ in ref_leaves]
         leaves = [leaf for _, leaf in ref_leaves]
         for path, leaf in zip(paths, leaves):
-            if not hasattr(leaf, "dtype") or not jnp.issubdtype(leaf.dtype, jnp.floating) and not \
-                    jnp.issubdtype(leaf.dtype, jnp.complexfloating):
+            if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.complexfloating):
+                raise TypeError(f"params leaf {path} is complex ({leaf.dtype}); the checker takes real floating "
+                                f"leaves: split a complex parameter into its real and imaginary parts")
+            if not hasattr(leaf, "dtype") or not jnp.issubdtype(leaf.dtype, jnp.floating):
                 raise TypeError(f"params leaf {path} must be a floating array to take a gradient with respect "
                                 f"to, got {type(leaf).__name__} {getattr(leaf, 'dtype', '')}; pass it in args "
                                 f"or bind it with functools.partial instead")
-            if jnp.issubdtype(leaf.dtype, jnp.complexfloating):
-                raise TypeError(f"params leaf {path} is complex ({leaf.dtype}); the checker takes real floating "
-                                f"leaves: split a complex parameter into its real and imaginary parts")
         shapes = tuple(tuple(leaf.shape) for leaf in leaves)
 
         out = backward_fn(params, *args)
@@ -452,9 +450,8 @@ def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff:
             c2, c4 = (np.asarray(run(step)[3])[:n] for step in (h / 2, h / 4))
             smooth = smooth_directions(f0, c, c2, c4, h)
 
-    return _report(paths, shapes, leaves, problems, extra, given, value, f0, g_ad, D, g_v, fd_fail, smooth, dirs,
-                   h=h, rtol_autodiff=rtol_autodiff, rtol_fd=rtol_fd, fd_skip=fd_skip, near_kink=near_kink,
-                   notes=notes)
+    return _report(paths, shapes, problems, extra, given, value, f0, g_ad, D, g_v, fd_fail, smooth, dirs,
+                   h=h, rtol_autodiff=rtol_autodiff, rtol_fd=rtol_fd, fd_skip=fd_skip, near_kink=near_kink)
 
 
 def _fd_failures(D, g_v, dirs: Directions, f0, h, rtol_fd):
@@ -466,8 +463,8 @@ def _fd_failures(D, g_v, dirs: Directions, f0, h, rtol_fd):
     return ~((err <= rtol_fd * scale[dirs.leaf]) | (err <= eta))  # NaN counts as a failure
 
 
-def _report(paths, shapes, leaves, problems, extra, given, value, f0, g_ad, D, g_v, fd_fail, smooth, dirs, *,
-            h, rtol_autodiff, rtol_fd, fd_skip, near_kink, notes):
+def _report(paths, shapes, problems, extra, given, value, f0, g_ad, D, g_v, fd_fail, smooth, dirs, *,
+            h, rtol_autodiff, rtol_fd, fd_skip, near_kink):
     f0 = float(f0)
     loss_check = _check_loss(value, f0, rtol_autodiff)
     ref = [g_ad[o:o + n].reshape(s) for o, n, s in zip(dirs.offset, dirs.size, shapes)]
@@ -484,7 +481,10 @@ def _report(paths, shapes, leaves, problems, extra, given, value, f0, g_ad, D, g
             reasons.append("the reference jax.grad(loss_fn) is not finite here")
         ad = agreement(g, ref[j])
         if not (ad.max_rel <= rtol_autodiff or ad.max_abs <= floor):  # (V2)
-            reasons.append(f"disagrees with jax.grad (max rel {ad.max_rel:.2e} > {rtol_autodiff:g})")
+            low = np.finfo(np.asarray(given[path]).dtype).eps > _EPS  # a float32 gradient: not float64 work
+            reasons.append(f"disagrees with jax.grad (max rel {ad.max_rel:.2e} > {rtol_autodiff:g})"
+                           + (f"; the gradient came back as {np.asarray(given[path]).dtype}: the check needs "
+                              f"the backward to compute in float64" if low else ""))
         mine = dirs.leaf == j
         skipped = bool(fd_skip and fd_skip(path))  # the MLP's (G2): finite differences not judged
         fd, nonsmooth = None, 0
@@ -503,7 +503,7 @@ def _report(paths, shapes, leaves, problems, extra, given, value, f0, g_ad, D, g
         rows.append(LeafCheck(path, not reasons, "; ".join(reasons), shape, ad, fd, checked, nonsmooth, kink))
     rows += [LeafCheck(p, False, "unexpected extra leaf (no such parameter)", tuple(np.shape(given[p])))
              for p in extra]
-    return GradientReport(f0, loss_check, tuple(rows), rtol_autodiff, rtol_fd, h, tuple(notes))
+    return GradientReport(f0, loss_check, tuple(rows), rtol_autodiff, rtol_fd, h)
 
 
 def _check_loss(value, f0: float, rtol: float) -> LossCheck:
