@@ -184,8 +184,8 @@ def test_complex_trajectory_equals_optax_bit_for_bit(complex_dtype):
     with jax.enable_x64(complex_dtype == "complex128"):
         params, grads = complex_problem(jnp.dtype(complex_dtype), STEPS)
         chosen = [c for c in cases() if c[0] in COMPLEX_CASES]
-        runs = run_all(params, grads,
-                       *[o for _, ours, ref in chosen for o in ((ours, optim.apply_updates), (ref, optax.apply_updates))])
+        pairs = [((ours, optim.apply_updates), (ref, optax.apply_updates)) for _, ours, ref in chosen]
+        runs = run_all(params, grads, *[o for pair in pairs for o in pair])
         for i, (case_id, _, _) in enumerate(chosen):
             (p_ours, s_ours), (p_ref, _) = runs[2 * i], runs[2 * i + 1]
             assert all(x.dtype == jnp.dtype(complex_dtype) for x in jax.tree.leaves(p_ours)), case_id

@@ -54,7 +54,7 @@ def parabola(dtype):
 
 
 def rosenbrock(dtype):
-    """``(θ₀, θ*, f)``: f(θ) = |a - θ₀|² + 100 |θ₁ - θ₀²|², minimal at θ* = (a, a²), a = 1 (1 + i for complex θ)."""
+    """``(θ₀, θ*, f)``: f(θ) = |a - θ₀|² + 100 |θ₁ - θ₀²|², minimal at θ* = (a, a²), a = 1 (complex θ: 1 + i)."""
     a = 1 + 1j if jnp.issubdtype(dtype, jnp.complexfloating) else 1.0
     target = jnp.array([a, a * a], dtype)
     return jnp.zeros(2, dtype), target, lambda p: jnp.abs(a - p[0]) ** 2 + 100 * jnp.abs(p[1] - p[0] ** 2) ** 2
