@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--device cpu|gpu] [--out DIR] [--torch-threads N]``."""
+"""``python -m benchmarks [--quick] [--device cpu|gpu] [--out DIR] [--torch-threads N] [--first-result-only]``."""
 
 from __future__ import annotations
 
@@ -13,21 +13,36 @@ def main(argv=None) -> int:
                         help="gpu also runs bf16 and width-8192 configs and reports MFU")
     parser.add_argument("--out", default=None, help="output folder (default benchmarks/results/latest-<device>)")
     parser.add_argument("--torch-threads", type=int, default=None,
-                        help="torch.set_num_threads for the PyTorch peers (default: PyTorch's own)")
+                        help="torch.set_num_threads for the PyTorch peers (default: PyTorch's own, one per core)")
     parser.add_argument("--no-peers", action="store_true", help="skip Equinox, Flax and PyTorch")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every system in this one process (default: each system in its own process)")
+    parser.add_argument("--first-result-only", action="store_true",
+                        help="only the 'time to first result' section (fresh processes; benchmarks/first_result.py)")
+    parser.add_argument("--no-first-result", action="store_true", help="skip the 'time to first result' section")
+    parser.add_argument("--no-gradcheck", action="store_true", help="time to first result without jaxmlp gradcheck")
     args = parser.parse_args(argv)
+    out = args.out or f"benchmarks/results/latest-{args.device}"
+    if args.first_result_only:
+        from benchmarks import first_result
+
+        first_result.run(out, repeats=1 if args.quick else 3, gradcheck=not args.no_gradcheck)
+        print(f"wrote {out}/first_result.json")
+        return 0
 
     from benchmarks import suite  # imports jax: after argparse, so --help is instant
 
-    if args.torch_threads is not None:
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
     p = suite.plan(args.device, quick=args.quick)
     p.peers = not args.no_peers
-    out = args.out or f"benchmarks/results/latest-{args.device}"
+    p.torch_threads = args.torch_threads  # set in each PyTorch worker process
+    p.isolate = not args.in_process
     result = suite.run_suite(p, args.device, out)
     print(f"wrote {out}/results.json and {len(result['plots'])} plots in {result['wall_s']:.0f} s")
+    if not args.no_first_result:
+        from benchmarks import first_result
+
+        first_result.run(out, repeats=1 if args.quick else 3, gradcheck=not args.no_gradcheck)
+        print(f"wrote {out}/first_result.json")
     return 0
 
 

@@ -109,3 +109,27 @@ def test_folded_ensemble_gradients_equal_vmapped_backward(x64, loss):
         dW = jnp.transpose(dWs[l], (1, 2, 0) if l == 0 else (0, 2, 1))  # back to (K, n_out, n_in)
         np.testing.assert_allclose(dW, layer.W, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(dbs[l], layer.b, rtol=1e-12, atol=1e-15)
+
+
+def test_first_result_summary_medians_ratios_and_targets():
+    """The 'time to first result' section's arithmetic, on made-up samples (its timings run in fresh
+    processes: python -m benchmarks --first-result-only)."""
+    from benchmarks import first_result
+
+    fit = lambda s: {"fit_s": s, "init_and_fit_s": s + 1, "test_accuracy": 0.97, "fit_programs": 2,
+                     "fit_cache_hits": 0, "fit_compile_s": s / 2}
+    samples = {"sklearn": [{"fit_s": s, "test_accuracy": 0.97, "epochs": 40} for s in (0.5, 0.4, 0.9)],
+               "fit_cold": [fit(s) for s in (1.0, 3.0, 1.4)], "fit_warm": [fit(s) for s in (0.3, 0.1, 0.2)],
+               "train_cold": [{"wall_s": s} for s in (6.0, 4.0, 5.0)], "train_warm": [{"wall_s": s} for s in (2, 9, 3)]}
+    result = first_result.summarize(samples, 3)
+    assert result["medians"]["sklearn"]["fit_s"] == 0.5 and result["medians"]["fit_cold"]["fit_s"] == 1.4
+    assert result["ratios"] == {"fit_warm / sklearn": pytest.approx(0.4), "fit_cold / sklearn": pytest.approx(2.8)}
+    assert result["targets_met"] == {"fit_warm / sklearn <= 0.5": True, "fit_cold / sklearn <= 3": True,
+                                     "train warm <= 3 s": True, "train cold <= 5 s": True}
+    samples["train_warm"][2]["wall_s"] = 3.5
+    samples["fit_warm"][1]["fit_s"] = 0.35  # median 0.3: 0.6x scikit-learn's
+    assert first_result.summarize(samples, 3)["targets_met"] == {
+        "fit_warm / sklearn <= 0.5": False, "fit_cold / sklearn <= 3": True, "train warm <= 3 s": False,
+        "train cold <= 5 s": True}
+    text = first_result.table(result)
+    assert "jaxmlp fit call, warm cache" in text and "0.40" in text and "NOT met" not in text
