@@ -343,6 +343,22 @@ def test_non_smooth_direction_is_flagged_and_a_smooth_wrong_one_still_fails(x64)
                               "differences along 1 smooth direction(s) (max rel 2.50e-04 > 1e-06)",)
 
 
+def test_a_big_kink_does_not_loosen_the_other_directions_tolerance(x64):
+    """f = 1000 relu(t_0) + t_1² at t = (0, ½): central differences give 500 across the kink, while the
+    autodiff gradient is (0, 1). An error of 1e-4 in the smooth coordinate must fail against finite
+    differences: judged relative to max |⟨g_ad, v⟩| = 1, not to the kink's inflated 500."""
+    f = lambda p: 1000 * jax.nn.relu(p["t"][0]) + p["t"][1] ** 2
+    params = {"t": jnp.array([0.0, 0.5])}
+
+    def off(p):
+        loss, g = jax.value_and_grad(f)(p)
+        return loss, {"t": g["t"].at[1].add(1e-4)}
+
+    report = jaxmlp.check_gradients(params, backward_fn=off, loss_fn=f)
+    assert "disagrees with finite differences along 1 smooth direction(s) (max rel 1.00e-04" in report.failures[0]
+    assert report.rows[0].nonsmooth == 1
+
+
 @pytest.mark.parametrize("distance", [0.0, 1 / 3, 0.2, 0.45, 0.9, -1 / 3])
 def test_V5_sees_a_kink_within_the_step_wherever_it_lies(x64, distance):
     """g(t) = a t + J relu(t - d h): one kink at distance d h. One halving alone is blind at d = 1/3

@@ -25,8 +25,8 @@ and ``h`` the finite-difference step:
 
       D_v(h) = (f(θ + h v) - f(θ - h v)) / 2h,   error O(h²) + O(ε λ / h)                       (V3)
 
-  A leaf passes when, over its directions, ``max |⟨g, v⟩ - D_v| <= rtol_fd max |D_v|``, or each
-  error is below the rounding noise of (V3)::
+  A leaf passes when, over its directions, ``max |⟨g, v⟩ - D_v| <= rtol_fd max |⟨g_ad, v⟩|``, or
+  each error is below the rounding noise of (V3)::
 
       η(h) = 10 ε λ / h                                                                          (V4)
 
@@ -239,8 +239,9 @@ def signs(seed, d, P: int, dtype):
     return jnp.where(x >> 31 == 1, 1, -1).astype(dtype)
 
 
-def fd_evaluations(f, f0, flat, unravel, args, g_flat, dirs, seed: int, h):
-    """Traceable: ``(D_v(h) (V3), c_v(h) (V5), ⟨g, v⟩)`` along every direction v, given ``f0 = f(θ)``.
+def fd_evaluations(f, f0, flat, unravel, args, G, dirs, seed: int, h):
+    """Traceable: ``(D_v(h) (V3), c_v(h) (V5), G v)`` along every direction v, given ``f0 = f(θ)`` and
+    gradients ``G`` of shape (k, P) (the checked one and autodiff's) to take directional derivatives of.
 
     ``dirs = (leaf, coord, offset, size)`` as in :class:`Directions`, with the number of directions a
     multiple of ``_chunk(P)``. ``f(θ, *args)`` is evaluated at θ ± h v one chunk of directions at a time
@@ -259,16 +260,16 @@ def fd_evaluations(f, f0, flat, unravel, args, g_flat, dirs, seed: int, h):
         f_plus, f_minus = jax.vmap(lambda s: f(unravel(flat + s * v), *args))(steps)  # one traced f, not two
         D = (f_plus - f_minus) / (2 * h)  # (V3)
         c = (f_plus - 2 * f0 + f_minus) / h  # (V5)
-        return D, c, jnp.dot(g_flat, v)
+        return D, c, G @ v
 
     n_dirs = leaf.shape[0]
     if n_dirs == 0:  # every leaf failed its structure check: nothing to perturb
         empty = jnp.zeros((0,), flat.dtype)
-        return empty, empty, empty
+        return empty, empty, jnp.zeros((0, G.shape[0]), flat.dtype)
     chunk = min(_chunk(P), n_dirs)
     batched = (t.reshape(n_dirs // chunk, chunk) for t in (jnp.arange(n_dirs), leaf, coord))
-    D, c, g_v = jax.lax.map(lambda t: jax.vmap(one)(*t), tuple(batched))
-    return D.ravel(), c.ravel(), g_v.ravel()
+    D, c, Gv = jax.lax.map(lambda t: jax.vmap(one)(*t), tuple(batched))
+    return D.ravel(), c.ravel(), Gv.reshape(n_dirs, G.shape[0])
 
 
 def pad_directions(leaf, coord, P: int):
@@ -313,7 +314,8 @@ _MAX_PROGRAMS = 64
 
 
 def _reference_program(loss_fn, treedef, shapes, seed, flat, args, g_flat, leaf, coord, h):
-    """``(f(θ), jax.grad(f)(θ) flattened, D_v (V3), c_v (V5), ⟨g, v⟩)`` for the directions (leaf, coord)."""
+    """``(jax.grad(f)(θ) flattened, f(θ), D_v (V3), c_v (V5), [⟨g, v⟩, ⟨g_ad, v⟩])`` for the directions
+    (leaf, coord)."""
     sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist() if sizes else []
 
@@ -324,7 +326,7 @@ def _reference_program(loss_fn, treedef, shapes, seed, flat, args, g_flat, leaf,
     f0, g_ad = jax.value_and_grad(loss_fn)(unravel(flat), *args)
     g_ad = jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(g_ad)]) if sizes else flat
     dirs = (leaf, coord, jnp.asarray(offsets, jnp.int32), jnp.asarray(sizes, jnp.int32))
-    return (g_ad, f0, *fd_evaluations(loss_fn, f0, flat, unravel, args, g_flat, dirs, seed, h))
+    return (g_ad, f0, *fd_evaluations(loss_fn, f0, flat, unravel, args, jnp.stack([g_flat, g_ad]), dirs, seed, h))
 
 
 def _program(loss_fn, treedef, shapes, seed):
@@ -438,32 +440,39 @@ def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff:
         run = functools.partial(program, flat, args, g_flat, jnp.asarray(leaf_ids), jnp.asarray(coords))
         n = dirs.leaf.size  # the results of the padding directions are dropped
         try:
-            g_ad, f0, D, c, g_v = (np.asarray(a) for a in run(h))
+            g_ad, f0, D, c, Gv = (np.asarray(a) for a in run(h))
         except jax.errors.ConcretizationTypeError as e:
             raise TypeError("loss_fn must be traceable by jax.jit (the reference and its finite differences are "
                             "compiled): no Python control flow on array values; bind static options with "
                             "functools.partial") from e
-        D, c, g_v = D[:n], c[:n], g_v[:n]
+        D, c, g_v, scale = D[:n], c[:n], Gv[:n, 0], _leaf_scale(Gv[:n, 1], dirs)
         smooth = None
-        fd_fail = _fd_failures(D, g_v, dirs, f0, h, rtol_fd)
+        fd_fail = _fd_failures(D, g_v, scale, f0, h, rtol_fd)
         if fd_fail.any():  # (V5): the same program at h/2 and h/4
             c2, c4 = (np.asarray(run(step)[3])[:n] for step in (h / 2, h / 4))
             smooth = smooth_directions(f0, c, c2, c4, h)
 
-    return _report(paths, shapes, problems, extra, given, value, f0, g_ad, D, g_v, fd_fail, smooth, dirs,
+    return _report(paths, shapes, problems, extra, given, value, f0, g_ad, D, g_v, scale, fd_fail, smooth, dirs,
                    h=h, rtol_autodiff=rtol_autodiff, rtol_fd=rtol_fd, fd_skip=fd_skip, near_kink=near_kink)
 
 
-def _fd_failures(D, g_v, dirs: Directions, f0, h, rtol_fd):
-    """Per direction, whether ⟨g, v⟩ misses D_v by more than (V3)-(V4) allow (scale: the leaf's max |D|)."""
+def _leaf_scale(gad_v, dirs: Directions):
+    """Per direction, the scale its (V3) error is relative to: the largest autodiff directional derivative
+    |⟨g_ad, v⟩| over its leaf's directions. (Not the largest D_v: across a kink D_v is off by the jump,
+    and would loosen the other directions' tolerance.)"""
+    scale = np.zeros(len(dirs.size))
+    np.maximum.at(scale, dirs.leaf, np.abs(gad_v))
+    return scale[dirs.leaf]
+
+
+def _fd_failures(D, g_v, scale, f0, h, rtol_fd):
+    """Per direction, whether ⟨g, v⟩ misses D_v by more than (V3)-(V4) allow."""
     eta = 10 * _EPS * max(abs(float(f0)), 1.0) / h  # (V4)
     err = np.abs(g_v - D)
-    scale = np.zeros(len(dirs.size))
-    np.maximum.at(scale, dirs.leaf, np.abs(D))
-    return ~((err <= rtol_fd * scale[dirs.leaf]) | (err <= eta))  # NaN counts as a failure
+    return ~((err <= rtol_fd * scale) | (err <= eta))  # NaN counts as a failure
 
 
-def _report(paths, shapes, problems, extra, given, value, f0, g_ad, D, g_v, fd_fail, smooth, dirs, *,
+def _report(paths, shapes, problems, extra, given, value, f0, g_ad, D, g_v, scale, fd_fail, smooth, dirs, *,
             h, rtol_autodiff, rtol_fd, fd_skip, near_kink):
     f0 = float(f0)
     loss_check = _check_loss(value, f0, rtol_autodiff)
@@ -489,14 +498,14 @@ def _report(paths, shapes, problems, extra, given, value, f0, g_ad, D, g_v, fd_f
         skipped = bool(fd_skip and fd_skip(path))  # the MLP's (G2): finite differences not judged
         fd, nonsmooth = None, 0
         if mine.any():
-            fd = agreement(g_v[mine], D[mine])
+            err = np.abs(g_v[mine] - D[mine])
+            fd = Agreement(float(np.max(err)), _ratio(np.max(err), scale[mine][0]), agreement(g_v[mine], D[mine]).cosine)
             failing = fd_fail[mine]
             flagged = failing if skipped else (failing & ~smooth[mine] if smooth is not None else failing & False)
             nonsmooth = int(flagged.sum())
             judged = failing & ~flagged
             if judged.any():
-                scale = np.max(np.abs(D[mine]))
-                worst = np.max(np.abs(g_v[mine] - D[mine])[judged]) / scale if scale > 0 else float("inf")
+                worst = _ratio(np.max(err[judged]), scale[mine][0])
                 reasons.append(f"disagrees with finite differences along {int(judged.sum())} smooth "
                                f"direction(s) (max rel {worst:.2e} > {rtol_fd:g})")
         checked = dirs.described[j] + (", near a kink: not judged" if skipped else "")
@@ -504,6 +513,10 @@ def _report(paths, shapes, problems, extra, given, value, f0, g_ad, D, g_v, fd_f
     rows += [LeafCheck(p, False, "unexpected extra leaf (no such parameter)", tuple(np.shape(given[p])))
              for p in extra]
     return GradientReport(f0, loss_check, tuple(rows), rtol_autodiff, rtol_fd, h)
+
+
+def _ratio(err, scale) -> float:
+    return 0.0 if err == 0 else (float(err / scale) if scale > 0 else float("inf"))
 
 
 def _check_loss(value, f0: float, rtol: float) -> LossCheck:
