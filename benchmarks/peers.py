@@ -8,7 +8,13 @@ for PyTorch, when it cannot run on the requested device). Written the way each l
 - ``flax-nnx``: ``nnx.Linear`` layers, ``nnx.split`` / ``nnx.merge`` under ``jax.jit`` (Flax's
   recommended fast path), ``optax.adam``;
 - ``torch-eager``: ``nn.Sequential``, ``torch.optim.Adam`` (its default foreach implementation), with
-  denormals flushed to zero as XLA:CPU does;
+  denormals flushed to zero as XLA:CPU does; PyTorch's default intra-op threads (one per core) unless the
+  caller set them;
+- ``torch-compile``: the same step function under ``torch.compile`` (default mode, Inductor's C++ CPU
+  backend: it needs a C++ compiler). Dynamo breaks the graph at ``loss.backward()``: the forward and
+  its backward are one AOTAutograd graph, ``opt.step()`` and ``zero_grad`` another. Its compile time
+  (the first three calls, which compile and may recompile, less three steady calls) is reported apart
+  from the step time;
 - ``torch-func-vmap``: K stacked models, ``torch.func.functional_call`` + ``vmap(grad(loss))``,
   ``torch.optim.Adam`` on the stacked parameters.
 """
@@ -33,6 +39,24 @@ def versions() -> dict:
     for name in ("jax", "jaxlib", "optax", "equinox", "flax", "torch", "numpy", "matplotlib"):
         if available(name):
             out[name] = getattr(__import__(name), "__version__", "?")
+    return out
+
+
+def library_facts() -> dict:
+    """How each installed library computes on this machine (recorded with the results): PyTorch's
+    default thread counts, its BLAS and oneDNN, whether Inductor finds a C++ compiler."""
+    import shutil
+
+    out = {"jax_backend": jax.default_backend(), "jax_devices": [d.device_kind for d in jax.devices()]}
+    if available("torch"):
+        import torch
+
+        out["torch"] = dict(default_intra_op_threads=torch.get_num_threads(),
+                            default_inter_op_threads=torch.get_num_interop_threads(),
+                            mkl=torch.backends.mkl.is_available(), mkldnn=torch.backends.mkldnn.is_available(),
+                            cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                            cxx_compiler=shutil.which("g++") or shutil.which("c++") or shutil.which("clang++"),
+                            parallel_info=torch.__config__.parallel_info())
     return out
 
 
@@ -125,8 +149,8 @@ def _torch_data(cfg: Config, n: int, dev):
     import torch
 
     x, y = data(cfg, n)
-    x = torch.from_numpy(np.asarray(x.astype(np.float32))).to(dev, _torch_dtype(cfg))
-    return x, torch.from_numpy(np.asarray(y)).to(dev, torch.float32 if cfg.loss == "mse" else torch.int64)
+    x = torch.from_numpy(np.array(x.astype(np.float32))).to(dev, _torch_dtype(cfg))  # a writable copy
+    return x, torch.from_numpy(np.array(y)).to(dev, torch.float32 if cfg.loss == "mse" else torch.int64)
 
 
 def _torch_dtype(cfg: Config):
@@ -163,6 +187,46 @@ def torch_eager_step(cfg: Config, device: str = "cpu") -> Bench | None:
                  settle_s=0.05)
 
 
+def torch_compile_step(cfg: Config, device: str = "cpu") -> Bench | None:
+    """``torch-eager``'s step under ``torch.compile``; compile seconds measured over the first calls."""
+    if not available("torch"):
+        return None
+    import time
+
+    import torch
+
+    dev = _torch_device(device)
+    if dev is None:
+        return None
+    model = _torch_model(cfg, dev)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    x, y = _torch_data(cfg, cfg.batch, dev)
+
+    @torch.compile
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = _torch_loss(model(x), y, cfg.loss)
+        loss.backward()
+        opt.step()
+        return loss
+
+    sync = _torch_sync(dev)
+
+    def timed_calls(n):
+        t = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            sync(step())
+            t.append(time.perf_counter() - t0)
+        return t
+
+    first = timed_calls(3)  # compiles (and recompiles once the optimizer's state exists)
+    steady = sorted(timed_calls(3))[1]
+    compile_s = max(sum(first) - 3 * steady, 0.0)
+    return Bench("torch-compile", step, 1, compile_s=compile_s, sync=sync, settle_s=0.05,
+                 note=f"{torch.get_num_threads()} threads; torch.compile default mode (inductor)")
+
+
 def torch_func_ensemble(cfg: Config, K: int, device: str = "cpu") -> Bench | None:
     if not available("torch"):
         return None
@@ -192,9 +256,3 @@ def torch_func_ensemble(cfg: Config, K: int, device: str = "cpu") -> Bench | Non
 
     return Bench("torch-func-vmap", call, K, sync=_torch_sync(dev), note=f"K={K}; {torch.get_num_threads()} threads",
                  settle_s=0.05)
-
-
-def build_peers(cfg: Config, device: str) -> list[Bench]:
-    """The single-model peers that are installed (and can run on ``device``)."""
-    benches = (equinox_step(cfg), flax_nnx_step(cfg), torch_eager_step(cfg, device))
-    return [b for b in benches if b is not None]

@@ -16,6 +16,7 @@ import platform
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -49,6 +50,9 @@ class Plan:
     peak_n: int = 2048  # the square matmul of the peak measurement
     ensemble_steps: int = 64
     lean: tuple[str, ...] = ()  # configs timed without jaxmlp-autodiff, Equinox and Flax
+    compile_peers: tuple[str, ...] = ("mnist", "wide")  # configs with torch-compile (it compiles for ~1 min)
+    isolate: bool = True  # every system in its own process (harness.measure_isolated); False: all in this one
+    torch_threads: int | None = None  # None: PyTorch's default (one intra-op thread per core)
 
 
 def _sweep(cfg: Config, batches) -> list[Config]:
@@ -86,6 +90,7 @@ def tiny(p: Plan) -> Plan:
     fit_at = tuple((c.name, shrink(c).batch) for c in configs if (c.name, c.batch) in p.fit_at)
     lean = tuple(c.name for c in configs[1:])
     return replace(p, configs=[shrink(c) for c in configs], fit_at=fit_at, lean=lean, repeats=2, min_repeat_s=0.0,
+                   compile_peers=(),
                    ensembles=[(shrink(c), min(K, 4)) for c, K in p.ensembles][:1], fit_flops=1e5, peak_n=64,
                    ensemble_steps=2)
 
@@ -96,32 +101,70 @@ def machine(device) -> dict:
                 device_count=len(jax.devices(device.platform)))
 
 
-def _benches(cfg: Config, device: str, p: Plan) -> list[harness.Bench]:
-    lean = cfg.name in p.lean
-    benches = [systems.jaxmlp_step(cfg, "manual")] + ([] if lean else [systems.jaxmlp_step(cfg, "autodiff")])
-    benches.append(systems.reference_step(cfg))
-    if (cfg.name, cfg.batch) in p.fit_at:
-        benches += [systems.jaxmlp_fit(cfg, p.fit_flops, metrics) for metrics in ("full", "minibatch")]
-        per_epoch, epochs = systems._fit_shape(cfg, p.fit_flops)
-        benches.append(systems.expert_bench(cfg, 1, epochs, per_epoch))  # the same run, by an expert
-    if p.peers:
-        benches += [b for b in [peers.torch_eager_step(cfg, device)] if b] if lean else peers.build_peers(cfg, device)
-    return benches
-
-
-def _ensemble_benches(cfg: Config, K: int, device: str, p: Plan) -> list[harness.Bench]:
+def _thunks(cfg: Config, K: int, device: str, p: Plan) -> dict:
+    """``{system: builder}`` of one config (K = 1) or ensemble, in the order they are reported; peers that
+    are not installed are left out."""
+    t = {}
+    if K == 1:
+        lean = cfg.name in p.lean
+        t["jaxmlp-manual"] = lambda: systems.jaxmlp_step(cfg, "manual")
+        if not lean:
+            t["jaxmlp-autodiff"] = lambda: systems.jaxmlp_step(cfg, "autodiff")
+        t["jax-optax"] = lambda: systems.reference_step(cfg)
+        if (cfg.name, cfg.batch) in p.fit_at:
+            for metrics in ("full", "minibatch"):
+                t["jaxmlp-fit" + systems._suffix(metrics)] = partial(systems.jaxmlp_fit, cfg, p.fit_flops, metrics)
+            per_epoch, epochs = systems._fit_shape(cfg, p.fit_flops)
+            t["expert-scan"] = lambda: systems.expert_bench(cfg, 1, epochs, per_epoch)  # the same run, by an expert
+        if p.peers:
+            if not lean and peers.available("equinox"):
+                t["equinox"] = lambda: peers.equinox_step(cfg)
+            if not lean and peers.available("flax"):
+                t["flax-nnx"] = lambda: peers.flax_nnx_step(cfg)
+            if peers.available("torch"):
+                t["torch-eager"] = lambda: peers.torch_eager_step(cfg, device)
+                if cfg.name in p.compile_peers:
+                    t["torch-compile"] = lambda: peers.torch_compile_step(cfg, device)
+        return t
     n = p.ensemble_steps
     per_epoch = max(1, min(64, n))
     epochs = max(1, n // per_epoch)
-    benches = [systems.jaxmlp_fit_ensemble(cfg, K, epochs=epochs, per_epoch=per_epoch, metrics=m)
-               for m in ("full", "minibatch")]
-    benches += [systems.expert_bench(cfg, K, epochs, per_epoch),  # the same runs, by an expert
-                systems.reference_vmap_ensemble(cfg, K, n),
-               experimental.manual_vmap_ensemble(cfg, K, n),
-               experimental.folded_ensemble(cfg, K, n)]
-    if p.peers:
-        benches.append(peers.torch_func_ensemble(cfg, K, device))
+    for metrics in ("full", "minibatch"):
+        t["jaxmlp-fit_ensemble" + systems._suffix(metrics)] = partial(
+            systems.jaxmlp_fit_ensemble, cfg, K, epochs=epochs, per_epoch=per_epoch, metrics=metrics)
+    t["expert-vmap"] = lambda: systems.expert_bench(cfg, K, epochs, per_epoch)  # the same runs, by an expert
+    t["jax-optax-vmap"] = lambda: systems.reference_vmap_ensemble(cfg, K, n)
+    t["jaxmlp-vmap"] = lambda: experimental.manual_vmap_ensemble(cfg, K, n)
+    t["folded"] = lambda: experimental.folded_ensemble(cfg, K, n)
+    if p.peers and peers.available("torch"):
+        t["torch-func-vmap"] = lambda: peers.torch_func_ensemble(cfg, K, device)
+    return t
+
+
+def _benches(cfg: Config, device: str, p: Plan, K: int = 1) -> list[harness.Bench]:
+    """The benches of one config or ensemble, all built in this process (``p.isolate`` False)."""
+    if p.torch_threads is not None and peers.available("torch"):
+        import torch
+
+        torch.set_num_threads(p.torch_threads)
+    benches = [build() for build in _thunks(cfg, K, device, p).values()]
     return [b for b in benches if b is not None]
+
+
+def build_one(system: str, config: dict, K: int, device: str, plan: dict) -> harness.Bench | None:
+    """One system of one config, in a worker process: the :class:`harness.Spec` of :func:`_specs`."""
+    cfg = Config(**dict(config, sizes=tuple(config["sizes"])))
+    p = _plan_from_json(plan)
+    with jax.numpy_rank_promotion(plan.get("rank_promotion", "allow")):
+        return _thunks(cfg, K, device, p)[system]()
+
+
+def _specs(cfg: Config, K: int, device: str, p: Plan) -> list[harness.Spec]:
+    kwargs = dict(config=dataclasses.asdict(cfg), K=K, device=device, plan=_plan_json(p))
+    kwargs["plan"]["rank_promotion"] = jax.config.jax_numpy_rank_promotion
+    return [harness.Spec(system, "benchmarks.suite:build_one", dict(kwargs, system=system),
+                         torch_threads=p.torch_threads if system.startswith("torch") else None)
+            for system in _thunks(cfg, K, device, p)]
 
 
 def _row(stats: dict, system: str, cfg: Config, K: int, peak: dict, doc_peaks: dict | None) -> dict:
@@ -142,6 +185,7 @@ def run_suite(p: Plan, device: str = "cpu", out: str | Path | None = None, log=p
                          f"(e.g. pip install 'jax[cuda12]') or run with --device cpu") from e
     doc_peaks = next((v for k, v in DOCUMENTED_PEAKS_TFLOPS.items() if k in dev.device_kind), None)
     t_start = time.perf_counter()
+    load_start = list(os.getloadavg())
     rows = []
     with jax.default_device(dev):
         dtypes = sorted({c.dtype for c in p.configs} | {c.dtype for c, _ in p.ensembles})
@@ -150,16 +194,23 @@ def run_suite(p: Plan, device: str = "cpu", out: str | Path | None = None, log=p
         work = [(cfg, 1) for cfg in p.configs] + list(p.ensembles)
         for cfg, K in work:
             t0 = time.perf_counter()
-            benches = _benches(cfg, device, p) if K == 1 else _ensemble_benches(cfg, K, device, p)
-            stats = harness.measure(benches, repeats=p.repeats, min_repeat_s=p.min_repeat_s)
+            if p.isolate:
+                stats = harness.measure_isolated(_specs(cfg, K, device, p), repeats=p.repeats,
+                                                 min_repeat_s=p.min_repeat_s, log=log)
+            else:
+                stats = harness.measure(_benches(cfg, device, p, K), repeats=p.repeats, min_repeat_s=p.min_repeat_s)
             for system, s in stats.items():
                 rows.append(_row(s, system, cfg, K, peak, doc_peaks))
                 log(f"{cfg.name:>11} B={cfg.batch:<5} K={K:<4} {system:<22} {s['us_per_step']:>12.2f} us/step "
                     f"[{s['us_min']:.2f}, {s['us_max']:.2f}]  {rows[-1]['gflops']:8.2f} GFLOP/s")
             log(f"  ({time.perf_counter() - t0:.1f} s)")
-    result = dict(machine=machine(dev), versions=peers.versions(), matmul_peak_gflops=peak, peak_n=p.peak_n,
-                  documented_peaks_tflops=doc_peaks, plan=_plan_json(p), wall_s=time.perf_counter() - t_start,
-                  ratios=ratios(rows), rows=rows)
+    load_end = list(os.getloadavg())
+    result = dict(machine=machine(dev), versions=peers.versions(), libraries=peers.library_facts(),
+                  isolation=ISOLATION[p.isolate], torch_threads=p.torch_threads or "default (one per core)",
+                  loadavg=dict(start=load_start, end=load_end, note=_load_note(load_start, load_end)),
+                  matmul_peak_gflops=peak, peak_n=p.peak_n, documented_peaks_tflops=doc_peaks, plan=_plan_json(p),
+                  wall_s=time.perf_counter() - t_start, ratios=ratios(rows), rows=rows)
+    log(f"load average (1, 5, 15 min): start {load_start}, end {load_end}; {result['loadavg']['note']}")
     for line in result["ratios"]:
         log("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in line.items()))
     if out is not None:
@@ -178,7 +229,8 @@ def ratios(rows) -> list[dict]:
     for r in rows:
         groups[(r["config"], r["batch"], r["K"])][r["system"]] = r
     pairs = [("manual/ref", "jaxmlp-manual", "jax-optax"), ("manual/autodiff", "jaxmlp-manual", "jaxmlp-autodiff"),
-             ("manual/torch", "jaxmlp-manual", "torch-eager"), ("fit/loop", "jaxmlp-fit", "jaxmlp-manual"),
+             ("manual/torch", "jaxmlp-manual", "torch-eager"), ("ref/torch", "jax-optax", "torch-eager"),
+             ("manual/torch-compile", "jaxmlp-manual", "torch-compile"), ("fit/loop", "jaxmlp-fit", "jaxmlp-manual"),
              ("fit-minibatch/loop", "jaxmlp-fit-minibatch", "jaxmlp-manual"),
              ("fit/expert-scan", "jaxmlp-fit", "expert-scan"),
              ("fit-minibatch/expert-scan", "jaxmlp-fit-minibatch", "expert-scan"),
@@ -203,6 +255,32 @@ def ratios(rows) -> list[dict]:
                 line[s.removeprefix("jaxmlp-") + " us/model-step"] = g[s]["us_per_step"]
         out.append(line)
     return out
+
+
+ISOLATION = {
+    True: "one process per system x config (python -m benchmarks.worker), all of a config's processes alive "
+          "and idle while one runs; repeats alternate round-robin in a fresh shuffled order each round",
+    False: "all systems in one process; repeats alternate in a fresh shuffled order each round",
+}
+
+
+def _load_note(start, end) -> str:
+    """Say plainly whether the machine was busy: a 1-minute load average above the core count means
+    other processes competed for the cores during the run."""
+    cores = os.cpu_count() or 1
+    peak = max(start[0], end[0])
+    if peak > cores:
+        return (f"HIGH LOAD: 1-min load average up to {peak:.1f} on {cores} cores; other processes competed "
+                f"for the cores, compare systems by their ratios within this run only")
+    return f"1-min load average at most {peak:.1f} on {cores} cores"
+
+
+def _plan_from_json(d: dict) -> Plan:
+    names = {f.name for f in dataclasses.fields(Plan)}
+    d = {k: v for k, v in d.items() if k in names and k not in ("configs", "ensembles")}
+    d = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+         for k, v in d.items()}
+    return Plan([], **d)
 
 
 def _plan_json(p: Plan) -> dict:

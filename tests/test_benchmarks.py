@@ -29,6 +29,7 @@ def result(tmp_path_factory):
     p = suite.tiny(suite.plan("gpu", quick=True))
     p.peers = False  # optional dependencies; their builders are skipped when missing anyway
     p.repeats = 3  # an odd count: the median is one of the repeats, and differs from their mean
+    p.isolate = False  # every system in this process: seconds, not minutes (the worker processes: test below)
     with jax.numpy_rank_promotion("allow"):  # the plain-JAX reference writes `x @ w + b`, as JAX code does
         return out, suite.run_suite(p, "cpu", out, log=lambda *_: None)
 
@@ -70,6 +71,32 @@ def test_machine_versions_and_plots(result):
     assert len(res["plots"]) == 3
     for png in res["plots"]:
         assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_isolated_systems_each_run_in_their_own_process():
+    """The suite's default: one worker process per system, repeats alternated; each row carries its
+    worker's pid, threads and XLA flags (a spec's ``env`` reaches its worker only), and the load average."""
+    import os
+
+    from benchmarks import harness
+
+    cfg = suite.tiny(suite.plan("cpu", quick=True)).configs[0]
+    p = suite.plan("cpu", quick=True)
+    p.peers = False
+    with jax.numpy_rank_promotion("allow"):
+        specs = [s for s in suite._specs(cfg, 1, "cpu", p) if s.system in ("jaxmlp-manual", "jax-optax")]
+    flags = "--xla_cpu_enable_fast_math=false"
+    specs[1].env = {"XLA_FLAGS": flags}
+    stats = harness.measure_isolated(specs, repeats=3, min_repeat_s=0.0, log=lambda *_: None)
+    assert set(stats) == {"jaxmlp-manual", "jax-optax"}
+    pids = {s["pid"] for s in stats.values()}
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert stats["jax-optax"]["xla_flags"] == flags and flags not in stats["jaxmlp-manual"]["xla_flags"]
+    for s in stats.values():
+        assert s["process"] == "own" and s["threads"]["cpus_allowed"] >= 1
+        assert len(s["us_repeats"]) == s["repeats"] == 3 and s["us_per_step"] == np.median(s["us_repeats"])
+        assert s["us_min"] == min(s["us_repeats"]) > 0 and s["compile_s"] > 0 and s["temp_bytes"] is not None
+        assert len(s["loadavg"]["before"]) == len(s["loadavg"]["after"]) == 3
 
 
 def test_documented_peaks_give_mfu():
