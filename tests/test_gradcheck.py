@@ -202,6 +202,14 @@ def test_a_backward_that_computes_in_float32_fails_and_says_so(x64):
     assert all("came back as float32" in f for f in report.failures), report.failures
 
 
+def test_report_prints_a_table_with_a_row_for_the_loss_and_one_per_leaf(x64):
+    params, x, y = _problem()
+    lines = str(jaxmlp.check_gradients(params, x, y, activation="tanh")).splitlines()
+    assert all(h in lines[1] for h in ("ad max rel", "fd checked", "fd max rel", "non-smooth", "near kink"))
+    assert [line.split()[0] for line in lines[3:]] == ["loss"] + [f"[{l}].{leaf}" for l in range(3) for leaf in "Wb"]
+    assert all(line.rstrip().endswith("ok") for line in lines[3:])
+
+
 def test_report_of_a_failure_prints_the_reason_and_the_table(x64):
     params, x, y = _problem()
     change, _ = MLP_BUGS["bias-(1,n)"]
@@ -211,6 +219,10 @@ def test_report_of_a_failure_prints_the_reason_and_the_table(x64):
     with pytest.raises(AssertionError) as err:
         report.raise_for_failure()
     assert "[0].b: shape (1, 6) != (6,)" in str(err.value)
+    wrong_loss = jaxmlp.check_gradients(params, x, y, backward_fn=_mlp_backward_with(MLP_BUGS["wrong-loss"][0]),
+                                        loss_fn=MLP_REFERENCE)
+    loss_line = str(wrong_loss).splitlines()[3]
+    assert loss_line.startswith("loss") and "FAIL" in loss_line and "!= loss_fn's" in loss_line
 
 
 # ------------------------------------------------------------------------------ never a false fail

@@ -95,13 +95,14 @@ class LeafCheck:
 
 @dataclass(frozen=True)
 class LossCheck:
-    """The backward's returned loss against the reference ``f(θ)`` (V1)."""
+    """The row for the loss value itself: the backward's returned loss against ``f(θ)`` (V1)."""
 
     value: float
     reference: float
     abs_err: float
     ok: bool
     reason: str = ""
+    path: str = "loss"
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ class GradientReport:
 
     Attributes:
       loss: the reference loss f(θ).
-      loss_check: the backward's loss value against it (V1).
+      loss_check: the row for the loss value itself (V1): the backward's loss against f(θ); the
+        table's first line.
       rows: one :class:`LeafCheck` per leaf of the reference gradient (θ's leaves), then one per
         unexpected extra leaf of the checked gradient.
     """
@@ -152,16 +154,17 @@ class GradientReport:
         kinks = any(r.near_kink is not None for r in self.rows)
         headers = ["leaf", "shape", "ad max abs", "ad max rel", "ad cos", "fd checked", "fd max abs", "fd max rel",
                    "fd cos", "non-smooth", *(["near kink"] if kinks else []), "ok", "reason"]
-        nan3 = ("-", "-", "-")
-        rows = [[r.path, "x".join(map(str, r.shape)) or "scalar", *(r.autodiff or nan3), r.fd_checked or "-",
-                 *(r.finite_diff or nan3), r.nonsmooth, *([r.near_kink if r.near_kink is not None else "-"]
-                                                          if kinks else []), r.ok, r.reason]
-                for r in self.rows]
-        lc = self.loss_check
-        head = (f"gradient check in float64: loss = {self.loss:.10g}, backward's loss {lc.value:.10g} "
-                f"({'ok' if lc.ok else 'FAIL: ' + lc.reason}); pass if ad max rel <= {self.rtol_autodiff:g} "
-                f"(V2) and fd max rel <= {self.rtol_fd:g} or within rounding noise (V3)-(V4), h = {self.h:g}; "
-                f"fd not judged along non-smooth directions (V5)")
+        lc, nan3 = self.loss_check, ("-", "-", "-")
+        rel = lc.abs_err / abs(lc.reference) if lc.reference else lc.abs_err
+        rows = [["loss", "scalar", lc.abs_err, rel, "-", "-", *nan3, "-", *(["-"] if kinks else []), lc.ok, lc.reason]]
+        rows += [[r.path, "x".join(map(str, r.shape)) or "scalar", *(r.autodiff or nan3), r.fd_checked or "-",
+                  *(r.finite_diff or nan3), r.nonsmooth, *([r.near_kink if r.near_kink is not None else "-"]
+                                                           if kinks else []), r.ok, r.reason]
+                 for r in self.rows]
+        head = (f"gradient check in float64: loss_fn = {self.loss:.10g}, backward's loss {lc.value:.10g}; pass if "
+                f"the loss agrees (V1), ad max rel <= {self.rtol_autodiff:g} (V2) and fd max rel <= "
+                f"{self.rtol_fd:g} or within rounding noise (V3)-(V4), h = {self.h:g}; fd not judged along "
+                f"non-smooth directions (V5)")
         return head + "\n" + format_table(headers, rows)
 
 
