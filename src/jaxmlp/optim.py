@@ -8,13 +8,13 @@ This module knows only pytrees (any nest of arrays, such as a tuple of ``Layer(W
 import optax.
 
 Notation: θ the parameters, g = ∂L/∂θ the gradient at step t = 1, 2, ..., η the learning rate,
-u the update, ḡ the complex conjugate, every operation elementwise::
+u the update, |g|² = g ḡ with ḡ the complex conjugate (g² for real g), every operation elementwise::
 
     GD / SGD        u = -η g                          θ ← θ + u                        (O1)
     momentum        τ ← g + μ τ,   τ₀ = 0             u = -η τ                         (O2)
     Nesterov        τ ← g + μ τ                       u = -η (g + μ τ)                 (O3)
     Adam  moments   m ← β₁ m + (1 - β₁) g             v ← β₂ v + (1 - β₂) |g|²          (O4)
-          step      t ← t + 1 (int32, saturating)     |g|² = g ḡ, real (g² for real g) (O5)
+          step      t ← t + 1 (int32, saturating)                                      (O5)
           debias    m̂ = m / (1 - β₁ᵗ)                 v̂ = v / (1 - β₂ᵗ)                 (O6)
           update    u = -η m̂ / (√v̂ + ε)               ε outside the square root         (O7)
     NAdam           m̂ = β₁ m / (1 - β₁ᵗ⁺¹) + (1 - β₁) g / (1 - β₁ᵗ),  in place of (O6)'s m̂  (O8)
