@@ -180,13 +180,13 @@ def _save_outputs(out, params, history, summary):
 
 def _epochs_per_call(epochs, checkpoint_every=None) -> int:
     """Epochs per compiled call of ``fit``: ``checkpoint_every`` when checkpointing, else the largest divisor
-    of ``epochs`` that gives at least 10 calls (one call when ``epochs`` < 10 would give a call per epoch).
-    A call is a host round trip (progress, the divergence check); equal calls share one compiled program,
-    so a divisor keeps it to one program, and ~10 of them keep the round trips off ``fit``'s per-step cost
-    while the progress bar still moves."""
+    of ``epochs`` that gives at least 4 calls (one call per epoch when ``epochs`` < 8). A call is a host round
+    trip (progress, the divergence check) and costs a dispatch; equal calls share one compiled program, so a
+    divisor keeps it to one program, and 4 of them keep the round trips off ``fit``'s per-step cost while
+    the progress bar still moves and the calls after the first give a warm time per step."""
     if checkpoint_every:
         return checkpoint_every
-    return max(d for d in range(1, max(epochs // 10, 1) + 1) if epochs % d == 0)
+    return max(d for d in range(1, max(epochs // 4, 1) + 1) if epochs % d == 0)
 
 
 def _jitted(fn, **static):
