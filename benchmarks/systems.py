@@ -104,7 +104,7 @@ def stacked_params(cfg: Config, K: int):
 
 def jaxmlp_step(cfg: Config, grad: str = "manual") -> Bench:
     params = jaxmlp.init_mlp(jax.random.key(0), cfg.sizes, dtype=cfg.jdtype)
-    optimizer = optim.adam(LR)
+    optimizer = optim.adam(LR, mu_dtype=jnp.float32)  # bf16 configs: both moments in float32, as documented
     x, y = data(cfg, cfg.batch)
     state = (params, optimizer.init(params))
     step = train_step(jaxmlp_grad_fn(cfg, grad), optimizer)
