@@ -327,3 +327,14 @@ def test_readme_first_command_on_digits():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "0.969 with the defaults above" in readme
     assert f"{accuracy:.3f}" == "0.969"
+
+
+def test_unusable_cache_dir_warns_and_trains(tmp_path, capsys):
+    """--cache-dir on a file: the run goes on without the cache, and says so on stderr."""
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    assert cli.main(XOR[:-4] + ["--epochs", "1", "--no-progress", "--cache-dir", str(not_a_dir)]) == 0
+    out, err = capsys.readouterr()
+    assert "test_accuracy" in out
+    assert err.startswith("jaxmlp: no compilation cache (") and str(not_a_dir) in err
+    assert jax.config.jax_compilation_cache_dir != str(not_a_dir)

@@ -406,7 +406,11 @@ def main(argv=None) -> int:
     if not args.no_cache:
         from jaxmlp.cache import enable_compilation_cache
 
-        enable_compilation_cache(args.cache_dir)
+        try:
+            enable_compilation_cache(args.cache_dir)
+        except OSError as e:  # an unwritable directory costs the cache, not the run
+            print(f"jaxmlp: no compilation cache ({e}); every program will be compiled. --no-cache silences "
+                  f"this, --cache-dir DIR picks a writable directory", file=sys.stderr)
     return args.run(args)
 
 
