@@ -318,7 +318,7 @@ def compiled_text(shuffle):
     opt_state = ensemble._init(stack, {}, factory=factory)
     lowered = ensemble._compiled_ensemble.lower(stack, opt_state, key, stack, jnp.ones((K,), bool), x, y, {},
                                                 factory=factory, config=config, n_epochs=1,
-                                                per_model=shuffle == "per_model")
+                                                per_model=shuffle == "per_model", group=K)
     return lowered.compile().as_text()
 
 

@@ -175,20 +175,47 @@ def _init(params, hyper, *, factory):
     return jax.vmap(lambda p, h: factory(h).init(p))(params, hyper)
 
 
-def _ensemble_epochs(params, opt_state, key, good, ok, x, y, hyper, *, factory, config, n_epochs, per_model):
-    """(E1)-(E2): :func:`jaxmlp.train._epochs` of every model, ``vmap``-ed."""
+def _ensemble_metrics(params, x, y, step_metrics, config, n_models, group: int | None):
+    """Each model's metrics of the epoch, arrays of shape (K,). The whole training set is evaluated
+    ``group`` models at a time (a ``lax.map`` over the models, each on its own contiguous activations),
+    2-3x faster on CPU than all K at once, whose layer 1 is one wide product followed by a transpose; with
+    ``group=None`` (the models sharded over a mesh) all K at once, as ``vmap`` makes it."""
+    if config.metrics == "minibatch" or group is None:
+        return jax.vmap(lambda p, m: train._epoch_metrics(p, x, y, m, config))(params, step_metrics)
+    return jax.lax.map(lambda p: train._epoch_metrics(p, x, y, None, config), params,
+                       batch_size=min(group, n_models))
 
-    def one_model(params, opt_state, key, good, ok, h):
-        return train._epochs(params, opt_state, key, x, y, good, ok, optimizer=factory(h), config=config,
-                             n_epochs=n_epochs)
 
+def _ensemble_epochs(params, opt_state, key, good, ok, x, y, hyper, *, factory, config, n_epochs, per_model,
+                     group):
+    """(E1)-(E2): each epoch, :func:`jaxmlp.train._train_epoch` of every model, ``vmap``-ed, then their
+    metrics (:func:`_ensemble_metrics`) and the divergence check of :func:`jaxmlp.train._epochs`, per model."""
+    K = ok.shape[0]
     key_axis = 0 if per_model else None
-    return jax.vmap(one_model, in_axes=(0, 0, key_axis, 0, 0, 0), out_axes=(0, 0, key_axis, 0, 0, 0))(
-        params, opt_state, key, good, ok, hyper)
+
+    def train_one(params, opt_state, key, h):
+        return train._train_epoch(params, opt_state, key, x, y, optimizer=factory(h), config=config)
+
+    train_all = jax.vmap(train_one, in_axes=(0, 0, key_axis, 0), out_axes=(0, 0, key_axis, 0))
+
+    def epoch(carry, _):
+        params, opt_state, key, good, ok = carry
+        params, opt_state, key, step_metrics = train_all(params, opt_state, key, hyper)
+        metrics = _ensemble_metrics(params, x, y, step_metrics, config, K, group)
+        finite = jnp.isfinite(metrics["loss"]) & jax.vmap(train._all_finite)(params)
+        ok = ok & finite
+        good = jax.tree.map(lambda new, old: jnp.where(ok.reshape((K,) + (1,) * (new.ndim - 1)), new, old),
+                            params, good)
+        return (params, opt_state, key, good, ok), (metrics, finite)
+
+    (params, opt_state, key, good, _), (metrics, finite) = jax.lax.scan(
+        epoch, (params, opt_state, key, good, ok), None, length=n_epochs)
+    return params, opt_state, key, good, metrics, finite  # metrics and finite: (n_epochs, K)
 
 
 _compiled_init = jax.jit(_init, static_argnames="factory")
-_compiled_ensemble = jax.jit(_ensemble_epochs, static_argnames=("factory", "config", "n_epochs", "per_model"))
+_compiled_ensemble = jax.jit(_ensemble_epochs,
+                             static_argnames=("factory", "config", "n_epochs", "per_model", "group"))
 
 
 def _program(fn, compiled, static: dict):
@@ -239,8 +266,13 @@ def fit_ensemble(params_stack, x, y, *, optimizer=None, hyperparams=None, learni
     train._check_run(first, x, y, loss, activation, output_activation, epochs, batch_size, grad, metrics)
     train._check_loop_options(checkpoint_dir, checkpoint_every, epochs_per_call)
     _check_factory(factory, hyper, first)
+    # The per-epoch evaluation: `group` models at a time, each in chunks of fit's size (so that model i's
+    # metrics are fit's, to rounding); all K at once, in smaller chunks, when the models are sharded.
+    chunk = train._eval_chunk(first) if mesh is None else train._eval_chunk(params_stack, K)
+    group = (max(1, train.EVAL_BUDGET // (min(chunk, jnp.shape(x)[0]) * train._eval_width(first)))
+             if mesh is None else None)
     config = train._Config(loss, activation, output_activation, grad, batch_size, compute_dtype,
-                           eval_chunk=train._eval_chunk(params_stack, K), metrics=metrics)
+                           eval_chunk=chunk, metrics=metrics)
     key = jax.random.key(0) if key is None else key
     per_model = shuffle == "per_model"
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(K)) if per_model else key
@@ -258,11 +290,11 @@ def fit_ensemble(params_stack, x, y, *, optimizer=None, hyperparams=None, learni
     chunks = []
     for epoch, n in train._calls(start, epochs, epochs_per_call, checkpoint_every):
         run = _program(_ensemble_epochs, _compiled_ensemble,
-                       dict(factory=factory, config=config, n_epochs=n, per_model=per_model))
+                       dict(factory=factory, config=config, n_epochs=n, per_model=per_model, group=group))
         params, opt_state, keys, good, metrics, finite = run(params, opt_state, keys, good, ok, x, y, hyper)
-        ok = ok & jnp.all(finite, axis=1)
+        ok = ok & jnp.all(finite, axis=0)
         epoch += n
-        chunks.append({k: np.asarray(v).T for k, v in metrics.items()})  # (K, n) -> (n, K)
+        chunks.append({k: np.asarray(v) for k, v in metrics.items()})  # (n, K)
         if train._checkpoint_due(checkpoint_dir, checkpoint_every, epoch, epochs):
             checkpoint.save(checkpoint_dir, epoch, (params, opt_state, jax.random.key_data(keys), good, ok),
                             history={k: v for k, v in train._history(past, chunks).items() if k != "epoch"})

@@ -161,19 +161,23 @@ def _evaluate_in_chunks(params, x, y, chunk: int, **kw):
 def _eval_chunk(params, n_models: int = 1) -> int:
     """Examples per evaluation chunk: ``EVAL_BUDGET`` over the activations of one example (all layers, all
     models), and at least ``EVAL_MIN_CHUNK``."""
-    widths = params[0].W.shape[-1] + sum(layer.W.shape[-2] for layer in params)
-    return max(EVAL_MIN_CHUNK, EVAL_BUDGET // (n_models * widths))
+    return max(EVAL_MIN_CHUNK, EVAL_BUDGET // (n_models * _eval_width(params)))
+
+
+def _eval_width(params) -> int:
+    """The activations of one example, all layers of one model: n_0 + n_1 + ... + n_L."""
+    return params[0].W.shape[-1] + sum(layer.W.shape[-2] for layer in params)
 
 
 def _all_finite(tree):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
-def _epochs(params, opt_state, key, x, y, good=None, ok=None, *, optimizer, config: _Config, n_epochs: int):
-    """``n_epochs`` epochs of (T1)-(T2) as one ``lax.scan``; also tracks the last finite parameters.
+def _train_epoch(params, opt_state, key, x, y, *, optimizer, config: _Config):
+    """One epoch of (T1)-(T2): a permutation drawn from ``key``, then a ``lax.scan`` over its minibatches.
 
-    ``good`` (default ``params``) are the last finite parameters so far and ``ok`` (default True) whether
-    every epoch so far was finite: once an epoch is not, ``good`` stays at the parameters before it.
+    Returns ``(params, opt_state, key, step_metrics)``, ``step_metrics`` the steps' own metrics (one entry
+    per step) with ``metrics="minibatch"``, else None. :func:`jaxmlp.fit_ensemble` ``vmap``-s this over models.
     """
     loss_grads_output = _loss_grads_output(config)
     N, B = x.shape[0], config.batch_size
@@ -194,29 +198,42 @@ def _epochs(params, opt_state, key, x, y, good=None, ok=None, *, optimizer, conf
         metrics = _metrics(value, A_L, Y, config.loss) if config.metrics == "minibatch" else None
         return (optim.apply_updates(params, updates), opt_state), metrics
 
+    key, k_perm = jax.random.split(key)
+    if config.batch_size is None:  # one full-batch step
+        (params, opt_state), step_metrics = jax.lax.scan(
+            lambda c, _: step(c, None), (params, opt_state), None, length=1)
+    else:
+        rows = shuffle.permutation(k_perm, N)[: (N // B) * B].reshape(N // B, B)  # partial batch dropped
+        (params, opt_state), step_metrics = jax.lax.scan(step, (params, opt_state), rows)
+    return params, opt_state, key, step_metrics
+
+
+def _epoch_metrics(params, x, y, step_metrics, config: _Config) -> dict:
+    """The epoch's metrics as ``config.metrics`` says: the steps' mean, or the whole training set."""
+    kw = dict(loss=config.loss, activation=config.activation, output_activation=config.output_activation)
+    if config.metrics == "minibatch":  # equal batch sizes: the mean of the means is the mean over examples
+        return jax.tree.map(lambda m: jnp.mean(m, axis=-1), step_metrics)
+    if config.mesh is not None:  # the evaluation too is split over the "data" axis, not replicated
+        split = NamedSharding(config.mesh, PartitionSpec("data"))
+        return evaluate(params, *(jax.lax.with_sharding_constraint(t, split) for t in (x, y)), **kw)
+    return _evaluate_in_chunks(params, x, y, config.eval_chunk, **kw)
+
+
+def _epochs(params, opt_state, key, x, y, *, optimizer, config: _Config, n_epochs: int):
+    """``n_epochs`` epochs of (T1)-(T2) as one ``lax.scan``; also tracks the last finite parameters: once an
+    epoch's metrics or parameters are not finite, ``good`` stays at the parameters before it."""
+
     def epoch(carry, _):
         params, opt_state, key, good, ok = carry
-        key, k_perm = jax.random.split(key)
-        if config.batch_size is None:  # one full-batch step
-            (params, opt_state), step_metrics = jax.lax.scan(
-                lambda c, _: step(c, None), (params, opt_state), None, length=1)
-        else:
-            rows = shuffle.permutation(k_perm, N)[: (N // B) * B].reshape(N // B, B)  # partial batch dropped
-            (params, opt_state), step_metrics = jax.lax.scan(step, (params, opt_state), rows)
-        kw = dict(loss=config.loss, activation=config.activation, output_activation=config.output_activation)
-        if config.metrics == "minibatch":  # equal batch sizes: the mean of the means is the mean over examples
-            metrics = jax.tree.map(jnp.mean, step_metrics)
-        elif config.mesh is not None:  # the evaluation too is split over the "data" axis, not replicated
-            split = NamedSharding(config.mesh, PartitionSpec("data"))
-            metrics = evaluate(params, *(jax.lax.with_sharding_constraint(t, split) for t in (x, y)), **kw)
-        else:
-            metrics = _evaluate_in_chunks(params, x, y, config.eval_chunk, **kw)
+        params, opt_state, key, step_metrics = _train_epoch(params, opt_state, key, x, y, optimizer=optimizer,
+                                                            config=config)
+        metrics = _epoch_metrics(params, x, y, step_metrics, config)
         finite = jnp.isfinite(metrics["loss"]) & _all_finite(params)
         ok = ok & finite
         good = jax.tree.map(lambda new, old: jnp.where(ok, new, old), params, good)
         return (params, opt_state, key, good, ok), (metrics, finite)
 
-    carry = (params, opt_state, key, params if good is None else good, jnp.bool_(True) if ok is None else ok)
+    carry = (params, opt_state, key, params, jnp.bool_(True))
     (params, opt_state, key, good, _), (metrics, finite) = jax.lax.scan(epoch, carry, None, length=n_epochs)
     return params, opt_state, key, good, metrics, finite
 
