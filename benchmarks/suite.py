@@ -53,6 +53,7 @@ class Plan:
     compile_peers: tuple[str, ...] = ("mnist", "wide")  # configs with torch-compile (it compiles for ~1 min)
     isolate: bool = True  # every system in its own process (harness.measure_isolated); False: all in this one
     torch_threads: int | None = None  # None: PyTorch's default (one intra-op thread per core)
+    torch_one_thread: bool = True  # also torch-eager at 1 thread (own process): how much the default suffers under load
 
 
 def _sweep(cfg: Config, batches) -> list[Config]:
@@ -123,6 +124,8 @@ def _thunks(cfg: Config, K: int, device: str, p: Plan) -> dict:
                 t["flax-nnx"] = lambda: peers.flax_nnx_step(cfg)
             if peers.available("torch"):
                 t["torch-eager"] = lambda: peers.torch_eager_step(cfg, device)
+                if p.isolate and p.torch_one_thread and p.torch_threads is None:  # threads are per process
+                    t["torch-eager-1thread"] = lambda: peers.torch_eager_step(cfg, device)
                 if cfg.name in p.compile_peers:
                     t["torch-compile"] = lambda: peers.torch_compile_step(cfg, device)
         return t
@@ -163,7 +166,8 @@ def _specs(cfg: Config, K: int, device: str, p: Plan) -> list[harness.Spec]:
     kwargs = dict(config=dataclasses.asdict(cfg), K=K, device=device, plan=_plan_json(p))
     kwargs["plan"]["rank_promotion"] = jax.config.jax_numpy_rank_promotion
     return [harness.Spec(system, "benchmarks.suite:build_one", dict(kwargs, system=system),
-                         torch_threads=p.torch_threads if system.startswith("torch") else None)
+                         torch_threads=1 if system.endswith("-1thread") else
+                         p.torch_threads if system.startswith("torch") else None)
             for system in _thunks(cfg, K, device, p)]
 
 
@@ -230,7 +234,8 @@ def ratios(rows) -> list[dict]:
         groups[(r["config"], r["batch"], r["K"])][r["system"]] = r
     pairs = [("manual/ref", "jaxmlp-manual", "jax-optax"), ("manual/autodiff", "jaxmlp-manual", "jaxmlp-autodiff"),
              ("manual/torch", "jaxmlp-manual", "torch-eager"), ("ref/torch", "jax-optax", "torch-eager"),
-             ("manual/torch-compile", "jaxmlp-manual", "torch-compile"), ("fit/loop", "jaxmlp-fit", "jaxmlp-manual"),
+             ("manual/torch-compile", "jaxmlp-manual", "torch-compile"),
+             ("manual/torch-1thread", "jaxmlp-manual", "torch-eager-1thread"), ("fit/loop", "jaxmlp-fit", "jaxmlp-manual"),
              ("fit-minibatch/loop", "jaxmlp-fit-minibatch", "jaxmlp-manual"),
              ("fit/expert-scan", "jaxmlp-fit", "expert-scan"),
              ("fit-minibatch/expert-scan", "jaxmlp-fit-minibatch", "expert-scan"),
