@@ -672,6 +672,7 @@ import sys
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh
 import chex
+import jaxmlp
 from jaxmlp import fit, init_mlp, optim
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -696,14 +697,31 @@ chex.assert_trees_all_equal(resumed, whole, strict=True)
 np.testing.assert_array_equal(resumed_history["loss"], history["loss"])
 assert all(leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 4
            for leaf in jax.tree.leaves(resumed)), [leaf.sharding for leaf in jax.tree.leaves(resumed)]
+
+# fit_ensemble over a "model" axis: 4 models on 4 devices, per-model shuffles, a sweep of learning rates.
+stack = jax.vmap(lambda k: init_mlp(k, [4, 8, 1]))(jax.random.split(jax.random.key(5), 4))
+kw = dict(learning_rates=jnp.asarray([1e-3, 3e-3, 1e-2, 3e-2]), loss="mse", epochs=4, batch_size=8,
+          key=jax.random.key(3), shuffle="per_model", mesh=Mesh(np.array(jax.devices()[:4]), ("model",)),
+          checkpoint_every=2)
+try:
+    jaxmlp.fit_ensemble(stack, x, y, checkpoint_dir=sys.argv[1] + "/c", callback=interrupt, **kw)
+except KeyboardInterrupt:
+    pass
+resumed, resumed_history = jaxmlp.fit_ensemble(stack, x, y, checkpoint_dir=sys.argv[1] + "/c", **kw)
+whole, history = jaxmlp.fit_ensemble(stack, x, y, checkpoint_dir=sys.argv[1] + "/d", **kw)
+chex.assert_trees_all_equal(resumed, whole, strict=True)
+np.testing.assert_array_equal(resumed_history["loss"], history["loss"])
+assert all(not leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 4
+           for leaf in jax.tree.leaves(resumed)), [leaf.sharding for leaf in jax.tree.leaves(resumed)]
 print("ok")
 """
 
 
 @pytest.mark.slow
 def test_resume_under_a_mesh_is_bit_identical(tmp_path):
-    """fit(mesh=) over 4 of 8 forced CPU devices (a subprocess, as tests/test_sharding.py): interrupted after
-    epoch 2 and resumed, it equals the uninterrupted sharded run bit for bit and stays on the mesh."""
+    """fit(mesh=) over a "data" axis and fit_ensemble(mesh=) over a "model" axis, 4 of 8 forced CPU devices (a
+    subprocess, as tests/test_sharding.py): interrupted after epoch 2 and resumed, each equals its
+    uninterrupted sharded run bit for bit and stays on the mesh."""
     import os
     import subprocess
     import sys

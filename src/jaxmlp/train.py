@@ -338,8 +338,8 @@ def _history(past: dict, chunks) -> dict:
 
 def _resume(checkpoint_dir, state, names):
     """``(state, start, past)``: the latest checkpoint in ``checkpoint_dir`` read into ``state``'s structure
-    (placed as ``state``'s arrays are: replicated over a mesh, say), its epoch and the history it holds;
-    ``(state, 0, {})`` when there is none."""
+    (NumPy arrays, which the compiled program places as it does the run's own), its epoch and the history
+    it holds; ``(state, 0, {})`` when there is none."""
     saved = [] if checkpoint_dir is None else checkpoint.steps(checkpoint_dir)
     if not saved:
         return state, 0, {}
@@ -351,9 +351,7 @@ def _resume(checkpoint_dir, state, names):
             f"checkpoint_dir={str(checkpoint_dir)!r} holds the checkpoint of epoch {start} of another run, which "
             f"this one cannot resume: {e}. To start this run afresh, clear {str(checkpoint_dir)!r} (or pass "
             f"another checkpoint_dir)") from None
-    loaded = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding)
-                          if isinstance(old, jax.Array) and old.committed else new, loaded, state)
-    return loaded, start, checkpoint.load_history(checkpoint_dir, start)
+    return loaded, start, checkpoint.load_history(checkpoint_dir, start)  # host arrays: jit places them
 
 
 def _calls(start: int, epochs: int, per_call, checkpoint_every):
@@ -425,8 +423,6 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
         _check_axis(mesh, "data", batch_size or jnp.shape(x)[0], "batch_size (or N, for full batch)")
         params, x, y = jax.device_put((params, x, y), NamedSharding(mesh, PartitionSpec()))
     state = (params, _init_state(optimizer, params), jax.random.key_data(key))
-    if mesh is not None:  # every part of the state on the mesh (a resumed one too), replicated
-        state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
     (params, opt_state, key_data), start, past = _resume(checkpoint_dir, state, STATE_NAMES)
     key = jax.random.wrap_key_data(jnp.asarray(key_data), impl=jax.random.key_impl(key))
     chunks = []
