@@ -15,6 +15,7 @@ def main(argv=None) -> int:
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch.set_num_threads for the PyTorch peers (default: PyTorch's own, one per core)")
     parser.add_argument("--no-peers", action="store_true", help="skip Equinox, Flax and PyTorch")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per system (default: 3 quick, 7 full)")
     parser.add_argument("--in-process", action="store_true",
                         help="run every system in this one process (default: each system in its own process)")
     parser.add_argument("--first-result-only", action="store_true",
@@ -36,6 +37,8 @@ def main(argv=None) -> int:
     p.peers = not args.no_peers
     p.torch_threads = args.torch_threads  # set in each PyTorch worker process
     p.isolate = not args.in_process
+    if args.repeats is not None:
+        p.repeats = args.repeats
     result = suite.run_suite(p, args.device, out)
     print(f"wrote {out}/results.json and {len(result['plots'])} plots in {result['wall_s']:.0f} s")
     if not args.no_first_result:

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -165,10 +166,14 @@ def build_one(system: str, config: dict, K: int, device: str, plan: dict) -> har
 def _specs(cfg: Config, K: int, device: str, p: Plan) -> list[harness.Spec]:
     kwargs = dict(config=dataclasses.asdict(cfg), K=K, device=device, plan=_plan_json(p))
     kwargs["plan"]["rank_promotion"] = jax.config.jax_numpy_rank_promotion
-    return [harness.Spec(system, "benchmarks.suite:build_one", dict(kwargs, system=system),
+    # torch.compile starts from an empty Inductor cache, as XLA compiles without a persistent cache here
+    systems_ = list(_thunks(cfg, K, device, p))
+    cold = {"torch-compile": {"TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="benchmarks-inductor-")}
+            } if "torch-compile" in systems_ else {}
+    return [harness.Spec(system, "benchmarks.suite:build_one", dict(kwargs, system=system), env=cold.get(system, {}),
                          torch_threads=1 if system.endswith("-1thread") else
                          p.torch_threads if system.startswith("torch") else None)
-            for system in _thunks(cfg, K, device, p)]
+            for system in systems_]
 
 
 def _row(stats: dict, system: str, cfg: Config, K: int, peak: dict, doc_peaks: dict | None) -> dict:
