@@ -200,3 +200,23 @@ def test_resume_keeps_a_non_default_key_implementation(tmp_path):
     resumed, _ = fit(params, x, x[:, :1], checkpoint_dir=tmp_path, checkpoint_every=2, **kw)
     chunked, _ = fit(params, x, x[:, :1], epochs_per_call=2, **kw)
     assert_trees_equal(resumed, chunked)
+
+
+def test_a_checkpoint_without_history_resumes_numbering_epochs_from_it(runs, tmp_path):
+    """A checkpoint an older jaxmlp wrote (state only, no history): the resumed run returns the epochs it ran,
+    numbered from the checkpoint's, and the parameters of the uninterrupted run."""
+    out, dirs = runs
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((10, 3)), jnp.float32)
+    y = jnp.asarray(rng.standard_normal((10, 1)), jnp.float32)
+    params = init_mlp(jax.random.key(0), [3, 5, 1], init="xavier")
+    kw = dict(optimizer=ADAM, loss="mse", activation="tanh", epochs=EPOCHS, batch_size=4, key=jax.random.key(7),
+              checkpoint_every=EVERY)
+    template = (params, ADAM.init(params), jax.random.key_data(jax.random.key(7)))
+    saved = checkpoint.load(dirs["uninterrupted"], 4, template)
+    checkpoint.save(tmp_path, 4, saved)  # no history=
+    assert checkpoint.load_history(tmp_path, 4) == {}
+    resumed, history = fit(params, x, y, checkpoint_dir=tmp_path, **kw)
+    np.testing.assert_array_equal(history["epoch"], [5, 6])
+    np.testing.assert_array_equal(history["loss"], out["uninterrupted"][1]["loss"][4:])
+    assert_trees_equal(resumed, out["uninterrupted"][0])

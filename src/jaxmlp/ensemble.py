@@ -297,10 +297,10 @@ def fit_ensemble(params_stack, x, y, *, optimizer=None, hyperparams=None, learni
         chunks.append({k: np.asarray(v) for k, v in metrics.items()})  # (n, K)
         if train._checkpoint_due(checkpoint_dir, checkpoint_every, epoch, epochs):
             checkpoint.save(checkpoint_dir, epoch, (params, opt_state, jax.random.key_data(keys), good, ok),
-                            history={k: v for k, v in train._history(past, chunks).items() if k != "epoch"})
+                            history={k: v for k, v in train._history(past, chunks, start).items() if k != "epoch"})
         if callback is not None:
             callback(epoch, {**{k: v[-1] for k, v in chunks[-1].items()}, "diverged": ~np.asarray(ok)})
-    history = train._history(past, chunks)
+    history = train._history(past, chunks, start)
     if history["loss"].ndim == 1:  # no epoch run and none saved
         history = {k: (v.reshape(0, K) if k != "epoch" else v) for k, v in history.items()}
     history["diverged"] = ~np.asarray(ok)

@@ -327,12 +327,14 @@ def _check_axis(mesh, axis, n, what):
 STATE_NAMES = ("params", "optimizer state", "key")  # the parts of fit's checkpoints, for mismatch messages
 
 
-def _history(past: dict, chunks) -> dict:
-    """The metrics of epochs 1..E: ``past`` (from a checkpoint) followed by this call's ``chunks``."""
+def _history(past: dict, chunks, start: int = 0) -> dict:
+    """The metrics of epochs 1..E: ``past`` (from the checkpoint of epoch ``start``) followed by this call's
+    ``chunks``. A checkpoint written without its history (by an older jaxmlp) gives epochs ``start + 1``.. only."""
     parts = ([past] if past else []) + list(chunks)
     out = ({k: np.concatenate([np.asarray(c[k]) for c in parts]) for k in parts[0]} if parts
            else {"loss": np.zeros((0,))})
-    out["epoch"] = np.arange(1, 1 + len(out["loss"]))
+    first = start + 1 - (len(past["loss"]) if past else 0)
+    out["epoch"] = np.arange(first, first + len(out["loss"]))
     return out
 
 
@@ -433,7 +435,7 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
         if not finite.all():
             bad = int(np.argmin(finite))
             chunks.append({k: np.asarray(v)[: bad + 1] for k, v in metrics.items()})
-            history = _history(past, chunks)
+            history = _history(past, chunks, start)
             raise TrainingDiverged(
                 f"training diverged in epoch {epoch + bad + 1}: the loss or the parameters became non-finite "
                 f"(loss {history['loss'][-1]}); .params holds the parameters after epoch {epoch + bad} "
@@ -442,8 +444,8 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
         chunks.append(metrics)
         if _checkpoint_due(checkpoint_dir, checkpoint_every, epoch, epochs):
             checkpoint.save(checkpoint_dir, epoch, (params, opt_state, jax.random.key_data(key)),
-                            history={k: v for k, v in _history(past, chunks).items() if k != "epoch"})
+                            history={k: v for k, v in _history(past, chunks, start).items() if k != "epoch"})
         if callback is not None:
             callback(epoch, {k: float(np.asarray(v)[-1]) for k, v in metrics.items()})
-    return params, _history(past, chunks)
+    return params, _history(past, chunks, start)
 
