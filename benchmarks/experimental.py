@@ -112,7 +112,8 @@ def compare_with_experts(K: int = 64, epochs: int = 8, per_epoch: int = 128, rep
         single.append(expert_bench(SEED, 1, *reversed(_fit_shape(SEED, flops))))
         ensemble = [jaxmlp_fit_ensemble(SEED, K, epochs, per_epoch, m) for m in ("full", "minibatch")]
         ensemble.append(expert_bench(SEED, K, epochs, per_epoch))
-        stats = {**measure(single, repeats=repeats, min_repeat_s=0.2), **measure(ensemble, repeats=repeats, min_repeat_s=0.2)}
+        stats = {**measure(single, repeats=repeats, min_repeat_s=0.2),
+                 **measure(ensemble, repeats=repeats, min_repeat_s=0.2)}
     for name, s in stats.items():
         log(f"{name:32s} {s['us_per_step']:8.2f} us per model-step [{s['us_min']:.2f}, {s['us_max']:.2f}]  {s['note']}")
     ratios = {f"{a}/{b}": stats[a]["us_per_step"] / stats[b]["us_per_step"] for a, b in [

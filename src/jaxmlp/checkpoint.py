@@ -102,9 +102,10 @@ def _differences(saved: list[dict], wanted: list[dict], names) -> list[str]:
                        f"[{_leaf_list(w['leaves'])}]")
         else:
             changed = [(a, b) for a, b in zip(s["leaves"], w["leaves"]) if a != b]
-            out.append(f"{name}: " + "; ".join(
-                f"{a[0] or '<leaf>'} is {tuple(a[1])} {a[2]} in the checkpoint but {tuple(b[1])} {b[2]} in this run"
-                for a, b in changed[:_SHOWN]) + (f"; ... ({len(changed) - _SHOWN} more)" if len(changed) > _SHOWN else ""))
+            shown = [f"{a[0] or '<leaf>'} is {tuple(a[1])} {a[2]} in the checkpoint but {tuple(b[1])} {b[2]} "
+                     f"in this run" for a, b in changed[:_SHOWN]]
+            more = [f"... ({len(changed) - _SHOWN} more)"] if len(changed) > _SHOWN else []
+            out.append(f"{name}: " + "; ".join(shown + more))
     return out
 
 

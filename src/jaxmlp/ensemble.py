@@ -18,6 +18,9 @@ Before anything compiles, one step of the factory's optimizer is traced (not run
 returns a GradientTransformation and that its updates or state depend on every name in
 ``hyperparams`` (a misspelt name, or one the optimizer ignores, is an error, not a silent no-op).
 
+Each epoch trains every model (one ``vmap`` of :func:`jaxmlp.train._train_epoch`), then evaluates them
+on the whole training set (``metrics="full"``) a group of models at a time, so that each model's
+activations are contiguous; with ``metrics="minibatch"`` each model reports its steps' running mean.
 With ``shuffle="shared"`` every model sees the same minibatch X_b, and XLA computes layer 1 of all K
 models as one matmul, X_b (B × n₀) times the K stacked W[1] (n₀ × K·n₁), forward (F1) and backward (B3).
 
@@ -35,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -194,7 +197,7 @@ def _ensemble_epochs(params, opt_state, key, good, ok, x, y, hyper, *, factory, 
     key_axis = 0 if per_model else None
 
     def train_one(params, opt_state, key, h):
-        return train._train_epoch(params, opt_state, key, x, y, optimizer=factory(h), config=config)
+        return train._train_epoch(params, opt_state, key, x, y, optimizer=factory(h), config=config)  # (E1)
 
     train_all = jax.vmap(train_one, in_axes=(0, 0, key_axis, 0), out_axes=(0, 0, key_axis, 0))
 
@@ -275,7 +278,7 @@ def fit_ensemble(params_stack, x, y, *, optimizer=None, hyperparams=None, learni
                            eval_chunk=chunk, metrics=metrics)
     key = jax.random.key(0) if key is None else key
     per_model = shuffle == "per_model"
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(K)) if per_model else key
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(K)) if per_model else key  # (E2)
     ok = jnp.ones((K,), bool)
     if mesh is not None:
         mesh = train._auto_axes(mesh)
