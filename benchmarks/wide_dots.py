@@ -30,7 +30,8 @@ repeats alternated:
 
 (``--xla_cpu_use_xnnpack`` and ``--xla_cpu_experimental_xnn_fusion_type=dot`` are accepted by this jaxlib
 but leave every dot a plain ``dot``; they are not a variant.) Then, unless ``--no-steps``, the whole training
-step: ``jaxmlp-manual`` and ``jax-optax`` under each XLA variant and ``torch-eager``, again one process each,
+step: ``jaxmlp-manual`` and ``jax-optax`` under each XLA variant, ``jaxmlp-manual-b3mat`` (the manual step
+with Δᵀ written out for (B3), XLA's defaults) and ``torch-eager``, again one process each,
 alternated (plus ``torch-eager`` at one thread, as a gauge of the machine's load). The JSON holds every repeat, the HLO op of each (variant, op), the load average and versions.
 """
 
@@ -99,6 +100,52 @@ def build_op(op: str, library: str):
     return Bench(op, lambda: compiled(*args), 1, compile_s, temp, note=" | ".join(hlo_ops(compiled.as_text())))
 
 
+def b3_materialized_grads(params, x, y, loss: str = "ce"):
+    """jaxmlp's manual gradient (ReLU hidden layers) with one change: (B3) as ``optimization_barrier(Δᵀ) @ A``,
+    so Δᵀ is written out and the product is an "NN" dot (YNNPACK by default) instead of the "TN" one (Eigen).
+    A copy of :func:`jaxmlp.backprop.backward_with_cache`'s loop, for this comparison only."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmlp import backprop
+    from jaxmlp.mlp import prepare
+    from jaxmlp.types import Layer
+
+    sigma, sigma_out, Y, cache = prepare(params, x, y, "relu", None, loss)
+    grads, delta = [None] * len(params), backprop._output_delta(cache, Y, sigma_out, loss, False)  # (B1)
+    for l in range(len(params), 0, -1):
+        dW = jax.lax.optimization_barrier(delta.T) @ cache.a[l - 1]  # (B3), Δᵀ written out
+        db = jnp.sum(delta, axis=0)  # (B4)
+        if l > 1:
+            if cache.a[l - 1].size >= backprop.IN_ORDER_MIN:
+                dW, delta = backprop._in_order(dW, delta)
+            delta = backprop._delta_below(params, cache, delta, l - 1, sigma)  # (B2)
+        grads[l - 1] = Layer(W=dW, b=db)
+    return type(params)(grads)
+
+
+def manual_step_b3_materialized():
+    """``jaxmlp-manual``'s step on wide with :func:`b3_materialized_grads`."""
+    from functools import partial
+
+    import jax
+
+    import jaxmlp
+    from jaxmlp import optim
+
+    from benchmarks import suite, systems
+    from benchmarks.harness import Bench, compile_jit, stateful
+
+    cfg = suite.WIDE
+    params = jaxmlp.init_mlp(jax.random.key(0), cfg.sizes)
+    optimizer = optim.adam(systems.LR)
+    x, y = systems.data(cfg, cfg.batch)
+    state = (params, optimizer.init(params))
+    step = systems.train_step(partial(b3_materialized_grads, loss=cfg.loss), optimizer)
+    compiled, compile_s, temp = compile_jit(step, *state, x, y, donate_argnums=(0, 1))
+    return Bench("jaxmlp-manual-b3mat", stateful(compiled, state, x, y), 1, compile_s, temp)
+
+
 def _step_spec(system: str, variant: str):
     import dataclasses
 
@@ -141,6 +188,7 @@ def main(argv=None) -> int:
                                       f" (min {s['us_min'] / 1e3:.2f})" for k, s in stats.items()), flush=True)
     if not args.no_steps:
         specs = [_step_spec(s, v) for v in variants if v in VARIANTS for s in ("jaxmlp-manual", "jax-optax")]
+        specs.insert(1, harness.Spec("jaxmlp-manual-b3mat[xla]", "benchmarks.wide_dots:manual_step_b3_materialized"))
         if "torch" in variants:
             specs.append(_step_spec("torch-eager", "torch"))
             specs.append(_step_spec("torch-eager", "torch-1thread"))

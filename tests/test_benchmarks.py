@@ -99,6 +99,23 @@ def test_isolated_systems_each_run_in_their_own_process():
         assert len(s["loadavg"]["before"]) == len(s["loadavg"]["after"]) == 3
 
 
+def test_wide_dots_b3_materialized_equals_backward(x64):
+    """The step variant timed by ``benchmarks.wide_dots`` computes jaxmlp.backward's gradient (float64)."""
+    import jax.numpy as jnp
+
+    import jaxmlp
+    from benchmarks.systems import Config, data
+    from benchmarks.wide_dots import b3_materialized_grads
+
+    cfg = Config("t", (5, 7, 6, 3), 8, "ce", "float64")
+    params = jaxmlp.init_mlp(jax.random.key(0), cfg.sizes, dtype=jnp.float64)
+    x, y = data(cfg, cfg.batch)
+    got = b3_materialized_grads(params, x, y, "ce")
+    want = jaxmlp.backward(params, x, y, activation="relu", loss="ce")[1]
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-15)
+
+
 def test_documented_peaks_give_mfu():
     """MFU from numbers worked out by hand: MNIST [784, 512, 512, 10] at B = 256 is Σ n_in n_out = 668 672
     MACs per example, 6 · 256 · 668 672 = 1 027 080 192 FLOPs per step; at 1 ms per step that is 1 027.08
