@@ -144,6 +144,8 @@ def _check_factory(factory, hyper: dict, params):
                          f"not depend on them (a misspelt name, or a value the factory ignores); it uses "
                          f"{[k for k, u in zip(names, used) if u]}")
     if train._hashable(factory):
+        if len(_CHECKED) >= 1024:  # fresh lambdas each call: do not hold on to all of them
+            _CHECKED.clear()
         _CHECKED.add(signature)
 
 
