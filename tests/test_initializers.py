@@ -195,3 +195,105 @@ def test_keys(init):
 def test_each_layer_draws_its_own_key():
     W1, W2 = (layer.W for layer in jaxmlp.init_mlp(jax.random.key(0), [4, 4, 4], init="lecun"))
     assert jnp.all(W1 != W2)
+
+
+# --- init_mlp is one compiled program, with the op-by-op values bit for bit. ----------------------------------
+
+_STD = {"xavier": lambda i, o: math.sqrt(2 / (i + o)), "he": lambda i, o: math.sqrt(2 / i),
+        "lecun": lambda i, o: math.sqrt(1 / i)}
+_LIMIT = {"xavier_uniform": lambda i, o: math.sqrt(6 / (i + o)), "he_uniform": lambda i, o: math.sqrt(6 / i),
+          "pytorch": lambda i, o: 1 / math.sqrt(i)}
+
+
+def _eager_reference(key, sizes, init, dtype):
+    """(I1)-(I7) written out again, run op by op (one small program per operation, nothing fused): what
+    init_mlp computed before it was compiled as one program."""
+    layers = []
+    for k, n_in, n_out in zip(jax.random.split(key, len(sizes) - 1), sizes[:-1], sizes[1:]):
+        k_W, k_b = jax.random.split(k)
+        b = jnp.zeros((n_out,), dtype)
+        if init == "zeros":
+            W = jnp.zeros((n_out, n_in), dtype)
+        elif init in _STD:
+            W = _STD[init](n_in, n_out) * jax.random.normal(k_W, (n_out, n_in), dtype)
+        else:
+            limit = _LIMIT[init](n_in, n_out)
+            W = jax.random.uniform(k_W, (n_out, n_in), dtype, minval=-limit, maxval=limit)
+            if init == "pytorch":
+                b = jax.random.uniform(k_b, (n_out,), dtype, minval=-limit, maxval=limit)
+        layers.append(Layer(W, b))
+    return tuple(layers)
+
+
+def _assert_bitwise_equal(ours, reference):
+    assert jax.tree.structure(ours) == jax.tree.structure(reference)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), np.max(np.abs(np.asarray(a, np.float64) - b))
+
+
+DTYPES = [jnp.float32, jnp.bfloat16, jnp.float64]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.parametrize("init", initializers.NAMES)
+def test_compiled_init_equals_op_by_op_bit_for_bit(init, dtype):
+    """XLA fusing std · (√2 · erfinv u) into (std · √2) · erfinv u changed about a third of the normal draws by
+    an ulp: compiled, the draws are the op-by-op ones exactly."""
+    with jax.enable_x64(dtype == jnp.float64):
+        key = jax.random.key(11)
+        _assert_bitwise_equal(jaxmlp.init_mlp(key, [64, 32, 10], init=init, dtype=dtype),
+                              _eager_reference(key, [64, 32, 10], init, dtype))
+
+
+@pytest.mark.parametrize("init, jit", [(n, False) for n in initializers.NAMES] + [("he", True), ("pytorch", True)],
+                         ids=lambda v: {False: "vmap", True: "jit-vmap"}.get(v, v) if isinstance(v, bool) else v)
+def test_vmapped_init_equals_one_key_at_a_time(init, jit):
+    """fit_ensemble's users write ``jax.vmap(lambda k: init_mlp(k, sizes))(keys)``: member i is, bit for bit,
+    the op-by-op initialization from ``keys[i]``."""
+    sizes, keys = [64, 32, 10], jax.random.split(jax.random.key(5), 3)
+    many = jax.vmap(lambda k: jaxmlp.init_mlp(k, sizes, init=init))
+    stacked = (jax.jit(many) if jit else many)(keys)
+    for i in range(len(keys)):
+        _assert_bitwise_equal(jax.tree.map(lambda leaf: leaf[i], stacked),
+                              _eager_reference(keys[i], sizes, init, jnp.float32))
+
+
+# sha256 of every leaf's bytes of init_mlp(jax.random.key(7), [5, 4, 3], init=name), float32, computed op by op
+# by the implementation before init_mlp was compiled (and "he" in float64 under x64): today's values must stay.
+PINNED = {"zeros": "59bf9091f4cbbd2a", "xavier": "0022b293138ff633", "xavier_uniform": "e7b3a0b7b2fba377",
+          "he": "088ca524611981ad", "he_uniform": "9f2a7f6ed769079d", "lecun": "69abab6a2e7c616c",
+          "pytorch": "5bddd9ca21cd62e6", ("he", "float64"): "bc7ceb9cfde847ba"}
+
+
+@pytest.mark.parametrize("case", list(PINNED), ids=str)
+def test_values_are_the_stored_ones(case):
+    import hashlib
+
+    init, dtype = (case, jnp.float32) if isinstance(case, str) else (case[0], jnp.float64)
+    with jax.enable_x64(dtype == jnp.float64):
+        params = jaxmlp.init_mlp(jax.random.key(7), [5, 4, 3], init=init, dtype=dtype)
+    digest = hashlib.sha256(b"".join(np.asarray(leaf).tobytes() for leaf in jax.tree.leaves(params))).hexdigest()
+    assert digest[:16] == PINNED[case]
+
+
+def test_init_mlp_is_one_compiled_program():
+    """Op by op it compiled about a dozen small programs (1 s of a cold ``jaxmlp train``); now one per
+    (sizes, init, dtype), reused by the next call."""
+    from jax import monitoring
+
+    compiles = []
+
+    def on_duration(name, secs, **_):
+        if name == "/jax/core/compile/backend_compile_duration":
+            compiles.append(secs)
+
+    monitoring.register_event_duration_secs_listener(on_duration)
+    try:
+        sizes = [7, 13, 11, 3]  # widths no other test uses: nothing of this is compiled yet
+        jax.block_until_ready(jaxmlp.init_mlp(jax.random.key(0), sizes, init="lecun"))
+        assert len(compiles) == 1
+        jax.block_until_ready(jaxmlp.init_mlp(jax.random.key(1), sizes, init="lecun"))
+        assert len(compiles) == 1
+    finally:
+        monitoring.unregister_event_duration_listener(on_duration)

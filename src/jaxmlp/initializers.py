@@ -35,7 +35,10 @@ Initializer = Callable[[jax.Array, tuple[int, int], object], jax.Array]
 
 
 def _normal(std):
-    return lambda key, n_out, n_in, dtype: std(n_out, n_in) * jax.random.normal(key, (n_out, n_in), dtype)
+    # The barrier keeps XLA from folding std into jax.random.normal's own constant √2 (std·(√2·erfinv u)
+    # rounds otherwise as (std·√2)·erfinv u): compiled, as init_mlp runs, the draw is bit for bit the eager one.
+    return lambda key, n_out, n_in, dtype: std(n_out, n_in) * jax.lax.optimization_barrier(
+        jax.random.normal(key, (n_out, n_in), dtype))
 
 
 def _uniform(limit):

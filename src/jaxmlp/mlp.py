@@ -36,13 +36,26 @@ def init_mlp(key, sizes, *, init="he", dtype=jnp.float32) -> tuple[Layer, ...]:
 
     Returns:
       ``tuple(Layer(W, b) for each layer)`` with ``W`` of shape ``(n_l, n_{l-1})`` and ``b`` ``(n_l,)``.
+
+    A named scheme runs as one compiled program per ``(sizes, init, dtype)`` (op by op it was about a
+    dozen small ones, each compiled on first use), with the same values bit for bit; under ``vmap`` over
+    keys too. A callable ``init`` runs op by op, as a fresh closure would otherwise compile on every call.
     """
     widths = checks.sizes(sizes)
+    if isinstance(init, str):
+        return _init_compiled(key, widths=widths, init=init, dtype=jnp.dtype(dtype))
+    return _init_layers(key, widths, init, dtype)
+
+
+def _init_layers(key, widths, init, dtype) -> tuple[Layer, ...]:
     keys = jax.random.split(key, len(widths) - 1)
     return tuple(
         Layer(*initializers.init_layer(k, n_in, n_out, init, dtype))
         for k, n_in, n_out in zip(keys, widths[:-1], widths[1:])
     )
+
+
+_init_compiled = jax.jit(_init_layers, static_argnames=("widths", "init", "dtype"))
 
 
 def resolve(activation, output_activation, loss=None):
