@@ -18,7 +18,10 @@ The job is the README's: digits (1438 train / 359 test, jaxmlp's split and stand
 
 Each jaxmlp process also reports, from jax's monitoring events, how many XLA programs its ``fit`` call
 compiled or loaded and their compile seconds. Medians over ``repeats`` (fresh processes each time), and
-the ratios to scikit-learn's ``fit`` in the same run. Targets (issue 15): warm ≤ 0.5× and cold ≤ 3×
+the ratios to scikit-learn's ``fit`` in the same run. The machine's 1-minute load average is recorded before
+each repeat and at the end: on a shared 2-core machine every figure, scikit-learn's too, grows with it
+(at load 2 scikit-learn's fit takes 0.2 s, at load 7 0.45 s), and the ratios are only comparable at a
+similar load. Targets (issue 15): warm ≤ 0.5× and cold ≤ 3×
 scikit-learn's fit; ``jaxmlp train`` ≤ 3 s warm and ≤ 5 s cold; ``jaxmlp gradcheck`` ≤ 5 s warm.
 """
 
@@ -114,8 +117,10 @@ def run(out=None, *, repeats: int = 3, gradcheck: bool = True, log=print) -> dic
     samples: dict[str, list] = {k: [] for k in ("sklearn", "fit_cold", "fit_warm", "train_cold", "train_warm")}
     scratch = Path(tempfile.mkdtemp(prefix="jaxmlp-first-result-"))
     t_start = time.perf_counter()
+    load = []  # 1-minute load average before each repeat, then at the end
     try:
         for r in range(repeats):
+            load.append(os.getloadavg()[0])
             samples["sklearn"].append(_python(SKLEARN))
             cache = scratch / f"fit-{r}"
             samples["fit_cold"].append(_python(FIT, str(cache)))
@@ -126,7 +131,7 @@ def run(out=None, *, repeats: int = 3, gradcheck: bool = True, log=print) -> dic
             log(f"  repeat {r + 1}/{repeats}: sklearn fit {samples['sklearn'][-1]['fit_s']:.2f} s, jaxmlp fit cold "
                 f"{samples['fit_cold'][-1]['fit_s']:.2f} s / warm {samples['fit_warm'][-1]['fit_s']:.2f} s, "
                 f"jaxmlp train cold {samples['train_cold'][-1]['wall_s']:.2f} s / warm "
-                f"{samples['train_warm'][-1]['wall_s']:.2f} s")
+                f"{samples['train_warm'][-1]['wall_s']:.2f} s (load average before it {load[-1]:.1f})")
         if gradcheck:
             xdg = {"XDG_CACHE_HOME": str(scratch / "gradcheck")}
             samples["gradcheck_cold"] = [{"wall_s": _wall(GRADCHECK, xdg)}]
@@ -134,8 +139,9 @@ def run(out=None, *, repeats: int = 3, gradcheck: bool = True, log=print) -> dic
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
+    load.append(os.getloadavg()[0])
     result = summarize(samples, repeats)
-    result.update(wall_s=time.perf_counter() - t_start,
+    result.update(wall_s=time.perf_counter() - t_start, load_average_1min=load, cpu_count=os.cpu_count(),
                   command="python -m benchmarks --first-result-only" + ("" if gradcheck else " --no-gradcheck"))
     log(table(result))
     if out is not None:
@@ -171,7 +177,9 @@ def table(result: dict) -> str:
                         ("gradcheck_warm", "jaxmlp gradcheck, wall, warm cache")):
         if kind in m:
             rows.append((label, m[kind]["wall_s"], None, ""))
-    lines = [f"time to first result (fresh processes, medians of {result['repeats']}):",
+    load = result.get("load_average_1min")
+    at = f", load average {min(load):.1f}-{max(load):.1f} on {result.get('cpu_count')} CPUs" if load else ""
+    lines = [f"time to first result (fresh processes, medians of {result['repeats']}{at}):",
              f"  {'':<38} {'s':>7} {'/ sklearn':>10}"]
     lines += [f"  {label:<38} {s:>7.2f} {'' if ratio is None else f'{ratio:>10.2f}'}  {note}" for label, s, ratio, note in rows]
     lines += ["  targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in result["targets_met"].items())]
