@@ -165,6 +165,12 @@ def test_missing_sklearn_says_how_to_install(monkeypatch, hide):
     datasets.load("moons")  # generated sets need no scikit-learn
 
 
+def test_a_scikit_learn_without_the_file_says_which(monkeypatch, tmp_path):
+    monkeypatch.setattr(datasets, "_sklearn_data_dir", lambda name: str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"dataset 'digits': .*digits.csv.gz.*scikit-learn >= 1.3"):
+        datasets.load("digits")
+
+
 def _accuracy_after_gd(sizes, x_train, y_train, x_test, y_test, steps=1000, lr=1.0):
     """Full-batch gradient descent on BCE with tanh hidden units; (train, test) accuracy."""
     params = init_mlp(jax.random.key(0), sizes, init="xavier")

@@ -154,6 +154,14 @@ def _sklearn(name):
     1.5-2.5 s, reading the file milliseconds. Equal, array for array, to ``sklearn.datasets.load_<name>()``'s
     ``data`` and ``target`` (tests/test_datasets.py checks it)."""
     data_dir = _sklearn_data_dir(name)
+    try:
+        return _read_sklearn_files(name, data_dir)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"dataset {name!r}: {e} (in the installed scikit-learn's data directory); "
+                                f'jaxmlp reads the files that scikit-learn >= 1.3 ships: pip install "jaxmlp[data]"') from e
+
+
+def _read_sklearn_files(name, data_dir):
     if name in ("iris", "breast_cancer"):
         return _labelled_csv(os.path.join(data_dir, f"{name}.csv"))
     if name == "digits":
