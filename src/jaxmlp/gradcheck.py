@@ -1,7 +1,7 @@
 """Verifying a hand-derived backward of a jaxmlp MLP: the MLP extras on top of :mod:`jaxmlp.verify`.
 
 :func:`check_gradients` checks any backward of any pytree model with :mod:`jaxmlp.verify`'s engine
-(against ``jax.grad`` and finite differences, in float64, equations (V1)-(V5)). With neither
+(against ``jax.grad`` and finite differences, in float64, equations (V1)-(V6)). With neither
 ``backward_fn`` nor ``loss_fn`` it checks jaxmlp's own :func:`~jaxmlp.backward` on a jaxmlp MLP, and for
 an MLP it adds what only an MLP's structure can tell: the pre-activations that lie within reach of a
 kink of the activation. A step h along a unit direction in W[l] or b[l] moves z[l] by at most
@@ -11,7 +11,7 @@ difference (V3) straddle it, where it means nothing::
       flagged:  |z[l]_j - κ| < h (1 + ‖a[l-1]‖_∞)   for a kink κ of σ                          (G2)
 
 Finite differences of a flagged layer are reported but not judged; ``jax.grad`` still judges every
-entry. (For other models, (V5) detects non-smoothness from the finite differences themselves.)
+entry. (For other models, (V5)-(V6) detect non-smoothness from the finite differences themselves.)
 
 :func:`compare_deltas` goes one level deeper, to the deltas δ[l] = ∂L/∂z[l] (autodiff gets them by
 differentiating the loss with respect to a zero perturbation added to each z[l]); :func:`symmetry` is
@@ -20,6 +20,7 @@ the zero-initialization diagnostic.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from functools import partial
 
@@ -117,7 +118,7 @@ def check_gradients(params, *args, backward_fn=None, loss_fn=None, h: float = 1e
     if unknown:
         raise TypeError(f"check_gradients got unexpected keyword argument(s) {unknown}; the MLP options are "
                         f"{MLP_OPTIONS}")
-    if not (isinstance(h, (int, float)) and h > 0):
+    if not (isinstance(h, numbers.Real) and h > 0):
         raise ValueError(f"h (the finite-difference step) must be > 0, got h={h!r}")
     if (backward_fn is None) != (loss_fn is None):
         raise TypeError("pass backward_fn and loss_fn together (the user's backward and the loss it "

@@ -28,10 +28,10 @@ def agreement(g, r) -> Agreement:
     err = float(np.max(np.abs(g - r), initial=0.0))
     scale = float(np.max(np.abs(r), initial=0.0))
     rel = 0.0 if err == 0.0 else (err / scale if scale > 0 else float("inf"))
-    norms = float(np.linalg.norm(g) * np.linalg.norm(r))
-    if norms > 0:
-        cos = float(g @ r) / norms
-    else:
+    with np.errstate(over="ignore", invalid="ignore"):  # huge entries: an inf or NaN cosine, no warning
+        norms = float(np.linalg.norm(g) * np.linalg.norm(r))
+        cos = float(g @ r) / norms if norms > 0 else None
+    if cos is None:
         cos = 1.0 if err == 0.0 else 0.0
     return Agreement(err, rel, cos)
 

@@ -5,8 +5,8 @@ flags, layer-wise deltas, the symmetry diagnostic) on top of it.
 
 A user brings a reference loss ``f(θ, *args) -> scalar`` and a backward ``(θ, *args) -> (L, g)`` to
 check (a hand-derived one, or ``jax.value_and_grad`` of a function with a ``custom_vjp`` rule). Every
-comparison runs in float64. With ε the float64 machine epsilon, ``λ = max(|f(θ)|, 1)`` the loss scale
-and ``h`` the finite-difference step:
+comparison runs in float64. With ε the float64 machine epsilon, λ the loss scale of (V4) and ``h``
+the finite-difference step:
 
 - **Structure.** ``g`` must have a floating leaf, of the same shape, at every path of θ, and no other
   leaf; every leaf must be finite. Anything else fails the leaf, with its path and the reason.
@@ -15,9 +15,12 @@ and ``h`` the finite-difference step:
       |L - f(θ)| <= rtol_autodiff |f(θ)| + 10 ε                                                  (V1)
 
 - **Autodiff**, leaf by leaf, with ``g_ad = jax.grad(f)(θ, *args)``: relative to the leaf's own
-  largest entry, or below a rounding floor set by the largest entry of the whole gradient::
+  largest entry, or below a rounding floor: 64 ε of the largest entry of the whole gradient, or four
+  times the change of the leaf's g_ad when θ is nudged by 4 ε relative (θ' = θ ± 4 ε |θ|), which is
+  the scale of g's rounding where g_ad is a cancellation (at a least-squares optimum, say)::
 
-      max |g - g_ad| <= rtol_autodiff max |g_ad|   or   <= 64 ε max_leaves max |g_ad|          (V2)
+      max |g - g_ad| <= rtol_autodiff max |g_ad|
+                     or <= max(64 ε max_leaves max |g_ad|,  4 max |g_ad(θ') - g_ad(θ)|)          (V2)
 
 - **Finite differences**, along directions v of one leaf at a time (a coordinate e_i for a leaf of
   at most ``fd_max_coords`` entries, else ``fd_directions`` random unit vectors ±1/√n, plus
@@ -25,10 +28,13 @@ and ``h`` the finite-difference step:
 
       D_v(h) = (f(θ + h v) - f(θ - h v)) / 2h,   error O(h²) + O(ε λ / h)                       (V3)
 
-  A leaf passes when, over its directions, ``max |⟨g, v⟩ - D_v| <= rtol_fd max |⟨g_ad, v⟩|``, or
-  each error is below the rounding noise of (V3)::
+  compared with ⟨g, s⟩ / 2h, s = fl(θ + h v) - fl(θ - h v) the step actually taken (for |θ| ≥ 1e5,
+  θ ± h rounds and s is not 2 h v). A leaf passes when, over its directions,
+  ``max |⟨g, v⟩ - D_v| <= rtol_fd max |⟨g_ad, v⟩|``, or each error is below the rounding noise of (V3),
+  with λ raised to f's own measured rounding where f is a cancellation of large terms (at the nudged
+  θ' of (V2))::
 
-      η(h) = 10 ε λ / h                                                                          (V4)
+      η(h) = 10 ε λ / h,   λ = max(|f(θ)|, 1, |f(θ') - f(θ) - ⟨g_ad, θ' - θ⟩| / ε)                (V4)
 
 - **Non-smoothness**, detected from the finite differences themselves. The one-sided slopes differ
   by the curvature ``c_v(h) = (f(θ+hv) - 2 f(θ) + f(θ-hv)) / h``, which is ``h ∂²f/∂v² + O(h³)``
@@ -36,11 +42,18 @@ and ``h`` the finite-difference step:
 
       smooth along v  ⇔  |c_v(h/2) - c_v(h)/2| <= 2 η(h/2)  and  |c_v(h/4) - c_v(h/2)/2| <= 2 η(h/4)   (V5)
 
-  Two halvings, because one can be fooled: a kink at distance h/3 gives c(h/2) = c(h)/2. (V5) runs
-  only when (V3) fails somewhere (the same compiled program at h/2 and h/4); a failing direction that
-  (V5) finds non-smooth is *flagged*, not failed: finite differences mean nothing there, while (V2)
-  still judges every entry. A bracket test (is ⟨g, v⟩ between the one-sided slopes?) is not used: a
-  random direction through several units sitting on a kink is not bracketed by them.
+  Two halvings, because one can be fooled: a kink at distance h/3 gives c(h/2) = c(h)/2. (The
+  unequal steps of large |θ| add ⟨g_ad, fl(θ+hv) + fl(θ-hv) - 2θ⟩ to the numerator, taken off.)
+  A bracket test (is ⟨g, v⟩ between the one-sided slopes?) is not used: a random direction through
+  several units sitting on a kink is not bracketed by them.
+- **Convergence.** A real error of g is the same at every step; an error made by rounding noise in f
+  (a loss that is a cancellation of large terms) grows as h shrinks. With e(h) = D_v(h) - ⟨g, v⟩::
+
+      conclusive along v  ⇔  |e(h/2) - e(h)| <= |e(h)|/4  and  |e(h/4) - e(h/2)| <= |e(h)|/4      (V6)
+
+  (V5) and (V6) run only when (V3) fails somewhere (the same compiled program at h/2 and h/4). A
+  failing direction that is not smooth (V5) or not conclusive (V6) is *flagged*, not failed: finite
+  differences mean nothing there, while (V2) still judges every entry.
 
 Finite differences cost 2 evaluations of f per direction, all of them in one compiled ``lax.map`` in
 chunks whose perturbed copies of θ fit in ``FD_BUDGET`` numbers, so memory does not grow with the
@@ -51,6 +64,9 @@ repeat call with the same shapes does not recompile.
 from __future__ import annotations
 
 import functools
+import math
+import numbers
+import warnings
 from dataclasses import dataclass
 
 import jax
@@ -78,7 +94,8 @@ class LeafCheck:
       autodiff: :class:`~jaxmlp.report.Agreement` with ``jax.grad`` (V2); None when not comparable.
       finite_diff: agreement of ⟨g, v⟩ with (V3) over the leaf's directions; None when not comparable.
       fd_checked: what finite differences checked, e.g. ``"all 6"`` or ``"16 dirs"``.
-      nonsmooth: directions that (V5) found non-smooth (flagged, not judged).
+      flagged: failing directions where finite differences are not conclusive, so not judged: not
+        smooth (V5), or not converging as h halves (V6), or near a kink (G2).
       near_kink: for a jaxmlp MLP, the layer's pre-activations within reach of a kink (G2); else None.
     """
 
@@ -89,7 +106,7 @@ class LeafCheck:
     autodiff: Agreement | None = None
     finite_diff: Agreement | None = None
     fd_checked: str = ""
-    nonsmooth: int = 0
+    flagged: int = 0
     near_kink: int | None = None
 
 
@@ -153,18 +170,18 @@ class GradientReport:
     def __str__(self) -> str:
         kinks = any(r.near_kink is not None for r in self.rows)
         headers = ["leaf", "shape", "ad max abs", "ad max rel", "ad cos", "fd checked", "fd max abs", "fd max rel",
-                   "fd cos", "non-smooth", *(["near kink"] if kinks else []), "ok", "reason"]
+                   "fd cos", "fd flagged", *(["near kink"] if kinks else []), "ok", "reason"]
         lc, nan3 = self.loss_check, ("-", "-", "-")
         rel = lc.abs_err / abs(lc.reference) if lc.reference else lc.abs_err
         rows = [["loss", "scalar", lc.abs_err, rel, "-", "-", *nan3, "-", *(["-"] if kinks else []), lc.ok, lc.reason]]
         rows += [[r.path, "x".join(map(str, r.shape)) or "scalar", *(r.autodiff or nan3), r.fd_checked or "-",
-                  *(r.finite_diff or nan3), r.nonsmooth, *([r.near_kink if r.near_kink is not None else "-"]
+                  *(r.finite_diff or nan3), r.flagged, *([r.near_kink if r.near_kink is not None else "-"]
                                                            if kinks else []), r.ok, r.reason]
                  for r in self.rows]
         head = (f"gradient check in float64: loss_fn = {self.loss:.10g}, backward's loss {lc.value:.10g}; pass if "
                 f"the loss agrees (V1), ad max rel <= {self.rtol_autodiff:g} (V2) and fd max rel <= "
                 f"{self.rtol_fd:g} or within rounding noise (V3)-(V4), h = {self.h:g}; fd not judged along "
-                f"non-smooth directions (V5)")
+                f"flagged directions (V5)-(V6)")
         return head + "\n" + format_table(headers, rows)
 
 
@@ -260,19 +277,22 @@ def fd_evaluations(f, f0, flat, unravel, args, G, dirs, seed: int, h):
         start, n = offset[j], size[j]
         random_v = jnp.where((idx >= start) & (idx < start + n), signs(seed, d, P, flat.dtype), 0)
         v = jnp.where(i >= 0, (idx == start + i).astype(flat.dtype), random_v / jnp.sqrt(n.astype(flat.dtype)))
-        f_plus, f_minus = jax.vmap(lambda s: f(unravel(flat + s * v), *args))(steps)  # one traced f, not two
+        theta = flat[None, :] + steps[:, None] * v[None, :]  # θ ± h v, rounded: large |θ| moves by less than h
+        f_plus, f_minus = jax.vmap(lambda t: f(unravel(t), *args))(theta)  # one traced f, not two
+        step, skew = theta[0] - theta[1], theta[0] + theta[1] - 2 * flat  # the steps actually taken
         D = (f_plus - f_minus) / (2 * h)  # (V3)
-        c = (f_plus - 2 * f0 + f_minus) / h  # (V5)
-        return D, c, G @ v
+        c = (f_plus - 2 * f0 + f_minus - G[-1] @ skew) / h  # (V5), less the first-order part of unequal steps
+        moved = jnp.any(step != 0).astype(flat.dtype)  # 0 where h is below the resolution of θ
+        return D, c, jnp.concatenate([G @ step / (2 * h), moved[None]])  # ⟨g, v⟩ along the step taken
 
     n_dirs = leaf.shape[0]
     if n_dirs == 0:  # every leaf failed its structure check: nothing to perturb
         empty = jnp.zeros((0,), flat.dtype)
-        return empty, empty, jnp.zeros((0, G.shape[0]), flat.dtype)
+        return empty, empty, jnp.zeros((0, G.shape[0] + 1), flat.dtype)
     chunk = min(_chunk(P), n_dirs)
     batched = (t.reshape(n_dirs // chunk, chunk) for t in (jnp.arange(n_dirs), leaf, coord))
     D, c, Gv = jax.lax.map(lambda t: jax.vmap(one)(*t), tuple(batched))
-    return D.ravel(), c.ravel(), Gv.reshape(n_dirs, G.shape[0])
+    return D.ravel(), c.ravel(), Gv.reshape(n_dirs, G.shape[0] + 1)
 
 
 def pad_directions(leaf, coord, P: int):
@@ -286,9 +306,8 @@ def pad_directions(leaf, coord, P: int):
     return np.concatenate([leaf, np.repeat(leaf[-1:], extra)]), np.concatenate([coord, np.repeat(coord[-1:], extra)])
 
 
-def smooth_directions(f0, c_h, c_h2, c_h4, h):
-    """(V5) per direction, from the curvatures at h, h/2 and h/4 (host arrays)."""
-    lam = max(abs(float(f0)), 1.0)
+def smooth_directions(lam, c_h, c_h2, c_h4, h):
+    """(V5) per direction, from the curvatures at h, h/2 and h/4 (host arrays); ``lam`` is λ of (V4)."""
     eta = lambda s: 10 * _EPS * lam / s  # (V4)
     return (np.abs(c_h2 - c_h / 2) <= 2 * eta(h / 2)) & (np.abs(c_h4 - c_h2 / 2) <= 2 * eta(h / 4))  # (V5)
 
@@ -317,8 +336,8 @@ _MAX_PROGRAMS = 64
 
 
 def _reference_program(loss_fn, treedef, shapes, seed, flat, args, g_flat, leaf, coord, h):
-    """``(jax.grad(f)(θ) flattened, f(θ), D_v (V3), c_v (V5), [⟨g, v⟩, ⟨g_ad, v⟩])`` for the directions
-    (leaf, coord)."""
+    """``(jax.grad(f)(θ) flattened, f(θ), D_v (V3), c_v (V5), [⟨g, v⟩, ⟨g_ad, v⟩], |Δg_ad|)`` for the
+    directions (leaf, coord); |Δg_ad| is how much jax.grad moves when θ is nudged by 4 ε relative (V2)."""
     sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist() if sizes else []
 
@@ -326,21 +345,39 @@ def _reference_program(loss_fn, treedef, shapes, seed, flat, args, g_flat, leaf,
         return jax.tree_util.tree_unflatten(treedef, [v[o:o + n].reshape(s)
                                                       for o, n, s in zip(offsets, sizes, shapes)])
 
-    f0, g_ad = jax.value_and_grad(loss_fn)(unravel(flat), *args)
-    g_ad = jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(g_ad)]) if sizes else flat
+    def value_and_flat_grad(theta):
+        value, grads = jax.value_and_grad(loss_fn)(unravel(theta), *args)
+        return value, (jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(grads)]) if sizes else theta)
+
+    nudged = flat + 4 * _EPS * jnp.abs(flat) * signs(seed + 1, jnp.zeros((), jnp.int32), flat.size, flat.dtype)
+    values, grads = jax.vmap(value_and_flat_grad)(jnp.stack([flat, nudged]))  # θ and θ nudged by 4 ε: (V2)
+    f0, g_ad, wobble = values[0], grads[0], jnp.abs(grads[1] - grads[0])
+    jitter = jnp.abs(values[1] - f0 - g_ad @ (nudged - flat))  # f's rounding, first-order change taken off (V4)
     dirs = (leaf, coord, jnp.asarray(offsets, jnp.int32), jnp.asarray(sizes, jnp.int32))
-    return (g_ad, f0, *fd_evaluations(loss_fn, f0, flat, unravel, args, jnp.stack([g_flat, g_ad]), dirs, seed, h))
+    return (g_ad, f0, *fd_evaluations(loss_fn, f0, flat, unravel, args, jnp.stack([g_flat, g_ad]), dirs, seed, h),
+            wobble, jitter)
 
 
-def _program(loss_fn, treedef, shapes, seed):
+def _program(loss_fn, treedef, shapes, seed, static=(), fresh=False):
     """The compiled :func:`_reference_program` for ``loss_fn`` and θ's structure, cached so that a repeat
-    call with the same shapes does not recompile; ``h`` is traced, so h/2 and h/4 (V5) reuse it too."""
+    call with the same shapes does not recompile; ``h`` is traced, so h/2 and h/4 (V5) reuse it too.
+
+    ``static`` holds the positional arguments that are Python ints, bools, strings or None, as
+    ``(position, value)``: they are closed over (a size or a flag stays a Python value, as under
+    ``jit``'s ``static_argnums``) and are part of the cache key. ``fresh=True`` replaces the cached program.
+    """
+    def with_static(loss_fn):
+        def f(theta, *traced):
+            it, fixed = iter(traced), dict(static)
+            return loss_fn(theta, *(fixed[i] if i in fixed else next(it) for i in range(len(traced) + len(fixed))))
+        return f
+
+    fn = functools.partial(_reference_program, with_static(loss_fn) if static else loss_fn, treedef, shapes, seed)
     key = fn_key(loss_fn)
-    fn = functools.partial(_reference_program, loss_fn, treedef, shapes, seed)
     if key is None:
         return jax.jit(fn)
-    key = (key, treedef, shapes, seed)
-    if key not in _PROGRAMS:
+    key = (key, treedef, shapes, seed, static)
+    if fresh or key not in _PROGRAMS:
         if len(_PROGRAMS) >= _MAX_PROGRAMS:
             _PROGRAMS.pop(next(iter(_PROGRAMS)))
         _PROGRAMS[key] = jax.jit(fn)
@@ -348,18 +385,24 @@ def _program(loss_fn, treedef, shapes, seed):
 
 
 def to_float64(tree):
-    """Floating leaves (and Python floats) to float64 arrays; integer and other leaves as they are."""
+    """Floating leaves (and Python floats) to float64 jax arrays, other NumPy arrays to jax arrays (an
+    immutable copy: a backward that writes into its arguments cannot change the reference's); Python
+    ints, bools, strings and other leaves as they are."""
     def cast(a):
         if isinstance(a, float) or (hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)):
             return jnp.asarray(a, jnp.float64)
-        return a
+        return jnp.asarray(a) if isinstance(a, np.ndarray) else a
 
     return jax.tree.map(cast, tree)
 
 
+def _path(keys) -> str:
+    return jax.tree_util.keystr(keys) or "(root)"  # a bare array as params has the empty path
+
+
 def _leaves_with_paths(tree):
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {jax.tree_util.keystr(p): leaf for p, leaf in leaves}
+    return {_path(p): leaf for p, leaf in leaves}
 
 
 def _structure_problem(g, ref_shape, ref_dtype):
@@ -369,9 +412,9 @@ def _structure_problem(g, ref_shape, ref_dtype):
     g = np.asarray(g)
     if g.shape != ref_shape:
         return f"shape {g.shape} != {ref_shape}"
-    if not np.issubdtype(g.dtype, np.inexact):
+    if not jnp.issubdtype(g.dtype, jnp.inexact):  # jnp: NumPy does not know bfloat16 is floating
         return f"dtype {g.dtype} is not floating"
-    if np.issubdtype(g.dtype, np.complexfloating):
+    if jnp.issubdtype(g.dtype, jnp.complexfloating):
         return f"dtype {g.dtype} is complex, the parameter's is {ref_dtype}"
     bad = ~np.isfinite(g)
     if bad.any():
@@ -381,7 +424,7 @@ def _structure_problem(g, ref_shape, ref_dtype):
 
 def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff: float = 1e-9,
           rtol_fd: float = 1e-6, fd_max_coords: int = 256, fd_directions: int = 16, fd_samples: int = 0,
-          seed: int = 0, fd_skip=None, near_kink=None) -> GradientReport:
+          seed: int = 0, fd_skip=None, near_kink=None, recheck: bool = True) -> GradientReport:
     """Check ``backward_fn`` against ``jax.grad(loss_fn)`` and finite differences; see the module docstring.
 
     Args:
@@ -392,24 +435,17 @@ def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff:
       fd_skip: optional ``path -> bool``: leaves whose finite differences are not judged (the MLP's
         kink flags (G2)).
       near_kink: optional ``path -> int`` shown in the report.
+      recheck: compare the cached compiled f(θ) with one eager ``loss_fn(params, *args)``, and compile
+        afresh when they differ (a ``loss_fn`` that reads a global that has changed since).
 
     Returns:
       A :class:`GradientReport`.
     """
-    for name, value in (("h", h), ("rtol_autodiff", rtol_autodiff), ("rtol_fd", rtol_fd)):
-        if not (isinstance(value, (int, float)) and value > 0):
-            raise ValueError(f"{name} must be a positive number, got {name}={value!r}")
-    for name, value in (("fd_max_coords", fd_max_coords), ("fd_directions", fd_directions),
-                        ("fd_samples", fd_samples)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"{name} must be a non-negative int, got {name}={value!r}")
-    if fd_directions == 0 and fd_samples == 0:
-        raise ValueError("fd_directions and fd_samples are both 0: large leaves would get no finite-difference "
-                         "check at all")
+    _check_options(h, rtol_autodiff, rtol_fd, fd_max_coords, fd_directions, fd_samples, seed)
     with jax.enable_x64(True):
         params, args = to_float64((params, tuple(args)))
         ref_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-        paths = [jax.tree_util.keystr(p) for p, _ in ref_leaves]
+        paths = [_path(p) for p, _ in ref_leaves]
         leaves = [leaf for _, leaf in ref_leaves]
         for path, leaf in zip(paths, leaves):
             if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.complexfloating):
@@ -426,37 +462,80 @@ def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff:
             raise TypeError(f"backward_fn must return a pair (loss, grads), got {type(out).__name__}"
                             + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
         value, grads = out
-        given = _leaves_with_paths(grads)
-        problems = {p: ("missing" if p not in given else _structure_problem(given[p], s, leaf.dtype))
+        try:
+            given, unflattenable = _leaves_with_paths(grads), ""
+        except Exception as e:  # e.g. a dict with keys of mixed types: still a failing report, not a crash
+            given, unflattenable = {}, f": grads is not a pytree jax can flatten ({type(e).__name__}: {e})"
+        problems = {p: ("missing" + unflattenable if p not in given else _structure_problem(given[p], s, leaf.dtype))
                     for p, s, leaf in zip(paths, shapes, leaves)}
         extra = [p for p in given if p not in problems]
         aligned = [np.asarray(given[p], leaf.dtype) if not problems[p] else np.zeros(s, leaf.dtype)
                    for p, s, leaf in zip(paths, shapes, leaves)]
 
-        checkable = [not problems[p] for p in paths]
-        dirs = directions(shapes, checkable, fd_max_coords=fd_max_coords, fd_directions=fd_directions,
-                          fd_samples=fd_samples, seed=seed)
-        program = _program(loss_fn, jax.tree_util.tree_structure(params), shapes, seed)
+        dirs = directions(shapes, [not problems[p] for p in paths], fd_max_coords=fd_max_coords,
+                          fd_directions=fd_directions, fd_samples=fd_samples, seed=seed)
+        static = tuple((i, a) for i, a in enumerate(args) if isinstance(a, (bool, int, str, type(None))))
+        traced = tuple(a for i, a in enumerate(args) if i not in dict(static))
         flat = jnp.concatenate([jnp.ravel(leaf) for leaf in leaves]) if leaves else jnp.zeros((0,))
         g_flat = jnp.concatenate([jnp.ravel(jnp.asarray(a)) for a in aligned]) if aligned else jnp.zeros((0,))
         leaf_ids, coords = pad_directions(dirs.leaf, dirs.coord, flat.size)
-        run = functools.partial(program, flat, args, g_flat, jnp.asarray(leaf_ids), jnp.asarray(coords))
         n = dirs.leaf.size  # the results of the padding directions are dropped
-        try:
-            g_ad, f0, D, c, Gv = (np.asarray(a) for a in run(h))
-        except jax.errors.ConcretizationTypeError as e:
-            raise TypeError("loss_fn must be traceable by jax.jit (the reference and its finite differences are "
-                            "compiled): no Python control flow on array values; bind static options with "
-                            "functools.partial") from e
-        D, c, g_v, scale = D[:n], c[:n], Gv[:n, 0], _leaf_scale(Gv[:n, 1], dirs)
-        smooth = None
-        fd_fail = _fd_failures(D, g_v, scale, f0, h, rtol_fd)
-        if fd_fail.any():  # (V5): the same program at h/2 and h/4
-            c2, c4 = (np.asarray(run(step)[3])[:n] for step in (h / 2, h / 4))
-            smooth = smooth_directions(f0, c, c2, c4, h)
 
-    return _report(paths, shapes, problems, extra, given, value, f0, g_ad, D, g_v, scale, fd_fail, smooth, dirs,
-                   h=h, rtol_autodiff=rtol_autodiff, rtol_fd=rtol_fd, fd_skip=fd_skip, near_kink=near_kink)
+        def run(step, fresh=False):
+            program = _program(loss_fn, jax.tree_util.tree_structure(params), shapes, seed, static, fresh)
+            try:
+                return [np.asarray(a) for a in program(flat, traced, g_flat, jnp.asarray(leaf_ids),
+                                                       jnp.asarray(coords), step)]
+            except jax.errors.ConcretizationTypeError as e:
+                raise TypeError("loss_fn must be traceable by jax.jit (the reference and its finite differences "
+                                "are compiled): no Python control flow on array values; bind static options "
+                                "with functools.partial") from e
+
+        g_ad, f0, D, c, Gv, wobble, jitter = run(h)
+        if recheck and not _same_loss(loss_fn(params, *args), f0):
+            # The cached program disagrees with loss_fn called now: loss_fn reads something that changed
+            # since it was compiled (a global, say). Compile it afresh.
+            g_ad, f0, D, c, Gv, wobble, jitter = run(h, fresh=True)
+        lam = max(abs(float(f0)), 1.0, float(jitter) / _EPS)  # λ of (V4): the loss, or f's measured rounding
+        D, c, g_v, scale, moved = D[:n], c[:n], Gv[:n, 0], _leaf_scale(Gv[:n, 1], dirs), Gv[:n, 2] > 0
+        judged = fd_fail = _fd_failures(D, g_v, scale, lam, h, rtol_fd) | ~moved
+        if fd_fail.any():  # (V5)-(V6): the same program at h/2 and h/4
+            (D2, c2, Gv2), (D4, c4, Gv4) = ([a[:n] for a in run(step)[2:5]] for step in (h / 2, h / 4))
+            judged = fd_fail & moved & smooth_directions(lam, c, c2, c4, h) & converged(
+                D - g_v, D2 - Gv2[:, 0], D4 - Gv4[:, 0])
+
+    return _report(paths, shapes, problems, extra, given, value, f0, g_ad, wobble, D, g_v, scale, fd_fail, judged,
+                   moved, dirs, h=h, rtol_autodiff=rtol_autodiff, rtol_fd=rtol_fd, fd_skip=fd_skip, near_kink=near_kink)
+
+
+def _check_options(h, rtol_autodiff, rtol_fd, fd_max_coords, fd_directions, fd_samples, seed):
+    for name, value in (("h", h), ("rtol_autodiff", rtol_autodiff), ("rtol_fd", rtol_fd)):
+        if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {name}={value!r}")
+    for name, value in (("fd_max_coords", fd_max_coords), ("fd_directions", fd_directions),
+                        ("fd_samples", fd_samples), ("seed", seed)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not 0 <= value < 2 ** 31:
+            raise ValueError(f"{name} must be an int in [0, 2**31), got {name}={value!r}")
+    if fd_directions == 0 and fd_samples == 0:
+        raise ValueError("fd_directions and fd_samples are both 0: large leaves would get no finite-difference "
+                         "check at all")
+    if not 1e-10 <= h <= 1e-4:
+        warnings.warn(f"h={h:g} is outside [1e-10, 1e-4]: in float64, rounding (small h) or the O(h³) term of "
+                      f"(V5) (large h) can make finite differences flag every direction as not conclusive",
+                      stacklevel=3)
+
+
+def _same_loss(eager, f0) -> bool:
+    """Whether an eager ``loss_fn(θ, *args)`` agrees with the compiled f(θ) to rounding."""
+    eager = float(np.asarray(eager, np.float64).reshape(()))
+    return abs(eager - float(f0)) <= 1e-9 * max(abs(float(f0)), 1.0) or (np.isnan(eager) and np.isnan(f0))
+
+
+def converged(e_h, e_h2, e_h4):
+    """(V6) per direction: whether the discrepancy e = D_v - ⟨g, v⟩ is the same at h, h/2 and h/4, to a
+    quarter of itself. A real error of g does not depend on h; rounding noise in f grows as h shrinks."""
+    tol = np.abs(e_h) / 4
+    return (np.abs(e_h2 - e_h) <= tol) & (np.abs(e_h4 - e_h2) <= tol)  # (V6)
 
 
 def _leaf_scale(gad_v, dirs: Directions):
@@ -468,54 +547,61 @@ def _leaf_scale(gad_v, dirs: Directions):
     return scale[dirs.leaf]
 
 
-def _fd_failures(D, g_v, scale, f0, h, rtol_fd):
+def _fd_failures(D, g_v, scale, lam, h, rtol_fd):
     """Per direction, whether ⟨g, v⟩ misses D_v by more than (V3)-(V4) allow."""
-    eta = 10 * _EPS * max(abs(float(f0)), 1.0) / h  # (V4)
+    eta = 10 * _EPS * lam / h  # (V4)
     err = np.abs(g_v - D)
     return ~((err <= rtol_fd * scale) | (err <= eta))  # NaN counts as a failure
 
 
-def _report(paths, shapes, problems, extra, given, value, f0, g_ad, D, g_v, scale, fd_fail, smooth, dirs, *,
-            h, rtol_autodiff, rtol_fd, fd_skip, near_kink):
-    f0 = float(f0)
-    loss_check = _check_loss(value, f0, rtol_autodiff)
-    ref = [g_ad[o:o + n].reshape(s) for o, n, s in zip(dirs.offset, dirs.size, shapes)]
+def _report(paths, shapes, problems, extra, given, value, f0, g_ad, wobble, D, g_v, scale, fd_fail, judged, moved,
+            dirs, *, h, rtol_autodiff, rtol_fd, fd_skip, near_kink):
+    loss_check = _check_loss(value, float(f0), rtol_autodiff)
+    leaf_of = lambda flat: [flat[o:o + n].reshape(s) for o, n, s in zip(dirs.offset, dirs.size, shapes)]
+    ref, wobble = leaf_of(g_ad), leaf_of(wobble)
     floor = 64 * _EPS * max((float(np.max(np.abs(r), initial=0.0)) for r in ref), default=0.0)  # (V2)
+    low_reference = f0.dtype != np.float64  # loss_fn cast to float32 itself
     rows = []
     for j, (path, shape) in enumerate(zip(paths, shapes)):
         kink = near_kink(path) if near_kink else None
         if problems[path]:
             rows.append(LeafCheck(path, False, problems[path], shape, near_kink=kink))
             continue
-        g = np.asarray(given[path], np.asarray(ref[j]).dtype)
+        g = np.asarray(given[path], np.float64)
         reasons = []
         if not np.all(np.isfinite(ref[j])):
             reasons.append("the reference jax.grad(loss_fn) is not finite here")
         ad = agreement(g, ref[j])
-        if not (ad.max_rel <= rtol_autodiff or ad.max_abs <= floor):  # (V2)
-            low = np.finfo(np.asarray(given[path]).dtype).eps > _EPS  # a float32 gradient: not float64 work
+        within_rounding = ad.max_abs <= max(floor, 4 * float(np.max(wobble[j], initial=0.0)))  # (V2)
+        if not (ad.max_rel <= rtol_autodiff or within_rounding):  # (V2)
+            dtype = np.asarray(given[path]).dtype
             reasons.append(f"disagrees with jax.grad (max rel {ad.max_rel:.2e} > {rtol_autodiff:g})"
-                           + (f"; the gradient came back as {np.asarray(given[path]).dtype}: the check needs "
-                              f"the backward to compute in float64" if low else ""))
+                           + (f"; the gradient came back as {dtype}: the check needs the backward to compute "
+                              f"in float64" if jnp.finfo(dtype).eps > _EPS else "")
+                           + (f"; the reference loss_fn computes in {f0.dtype}, not float64" if low_reference
+                              else ""))
         mine = dirs.leaf == j
         skipped = bool(fd_skip and fd_skip(path))  # the MLP's (G2): finite differences not judged
-        fd, nonsmooth = None, 0
+        fd, flagged = None, 0
         if mine.any():
             err = np.abs(g_v[mine] - D[mine])
-            fd = Agreement(float(np.max(err)), _ratio(np.max(err), scale[mine][0]), agreement(g_v[mine], D[mine]).cosine)
+            fd = Agreement(float(np.max(err)), _ratio(np.max(err), scale[mine][0]),
+                           agreement(g_v[mine], D[mine]).cosine)
             failing = fd_fail[mine]
-            flagged = failing if skipped else (failing & ~smooth[mine] if smooth is not None else failing & False)
-            nonsmooth = int(flagged.sum())
-            judged = failing & ~flagged
-            if judged.any():
-                worst = _ratio(np.max(err[judged]), scale[mine][0])
-                reasons.append(f"disagrees with finite differences along {int(judged.sum())} smooth "
+            real = np.zeros_like(failing) if skipped else judged[mine]  # smooth (V5) and converged (V6)
+            flagged = int((failing & ~real).sum())
+            if not moved[mine].all():
+                reasons.append(f"h={h:g} does not move θ here (below its float64 resolution): finite differences "
+                               f"check nothing; use a larger h")
+            elif real.any():
+                worst = _ratio(np.max(err[real]), scale[mine][0])
+                reasons.append(f"disagrees with finite differences along {int(real.sum())} smooth "
                                f"direction(s) (max rel {worst:.2e} > {rtol_fd:g})")
         checked = dirs.described[j] + (", near a kink: not judged" if skipped else "")
-        rows.append(LeafCheck(path, not reasons, "; ".join(reasons), shape, ad, fd, checked, nonsmooth, kink))
+        rows.append(LeafCheck(path, not reasons, "; ".join(reasons), shape, ad, fd, checked, flagged, kink))
     rows += [LeafCheck(p, False, "unexpected extra leaf (no such parameter)", tuple(np.shape(given[p])))
              for p in extra]
-    return GradientReport(f0, loss_check, tuple(rows), rtol_autodiff, rtol_fd, h)
+    return GradientReport(float(f0), loss_check, tuple(rows), rtol_autodiff, rtol_fd, h)
 
 
 def _ratio(err, scale) -> float:
@@ -528,7 +614,8 @@ def _check_loss(value, f0: float, rtol: float) -> LossCheck:
     except (TypeError, ValueError):
         return LossCheck(float("nan"), f0, float("inf"), False, f"not a number: {type(value).__name__}")
     if v.size != 1:
-        return LossCheck(float("nan"), f0, float("inf"), False, f"shape {v.shape}, expected a scalar")
+        return LossCheck(float("nan"), f0, float("inf"), False, f"shape {v.shape}, expected a scalar (does "
+                         f"backward_fn return (grads, loss) instead of (loss, grads)?)")
     v = float(v.reshape(()))
     err = abs(v - f0)
     ok = err <= rtol * abs(f0) + 10 * _EPS  # (V1)
