@@ -157,8 +157,9 @@ def _sklearn(name):
     try:
         return _read_sklearn_files(name, data_dir)
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"dataset {name!r}: {e} (in the installed scikit-learn's data directory); "
-                                f'jaxmlp reads the files that scikit-learn >= 1.3 ships: pip install "jaxmlp[data]"') from e
+        raise FileNotFoundError(
+            f"dataset {name!r}: {e} (in the installed scikit-learn's data directory); jaxmlp reads the files "
+            f'that scikit-learn >= 1.3 ships: pip install "jaxmlp[data]"') from e
 
 
 def _read_sklearn_files(name, data_dir):
