@@ -358,13 +358,14 @@ def _reference_program(loss_fn, treedef, shapes, seed, flat, args, g_flat, leaf,
             wobble, jitter)
 
 
-def _program(loss_fn, treedef, shapes, seed, static=(), fresh=False):
+def _program(loss_fn, treedef, shapes, seed, static=(), fresh=False, compiler_options=()):
     """The compiled :func:`_reference_program` for ``loss_fn`` and θ's structure, cached so that a repeat
     call with the same shapes does not recompile; ``h`` is traced, so h/2 and h/4 (V5) reuse it too.
 
     ``static`` holds the positional arguments that are Python ints, bools, strings or None, as
     ``(position, value)``: they are closed over (a size or a flag stays a Python value, as under
     ``jit``'s ``static_argnums``) and are part of the cache key. ``fresh=True`` replaces the cached program.
+    ``compiler_options``: XLA options as ``(name, value)`` pairs, part of the key too.
     """
     def with_static(loss_fn):
         def f(theta, *traced):
@@ -373,14 +374,15 @@ def _program(loss_fn, treedef, shapes, seed, static=(), fresh=False):
         return f
 
     fn = functools.partial(_reference_program, with_static(loss_fn) if static else loss_fn, treedef, shapes, seed)
+    compile = functools.partial(jax.jit, compiler_options=dict(compiler_options) or None)
     key = fn_key(loss_fn)
     if key is None:
-        return jax.jit(fn)
-    key = (key, treedef, shapes, seed, static)
+        return compile(fn)
+    key = (key, treedef, shapes, seed, static, compiler_options)
     if fresh or key not in _PROGRAMS:
         if len(_PROGRAMS) >= _MAX_PROGRAMS:
             _PROGRAMS.pop(next(iter(_PROGRAMS)))
-        _PROGRAMS[key] = jax.jit(fn)
+        _PROGRAMS[key] = compile(fn)
     return _PROGRAMS[key]
 
 
@@ -424,7 +426,8 @@ def _structure_problem(g, ref_shape, ref_dtype):
 
 def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff: float = 1e-9,
           rtol_fd: float = 1e-6, fd_max_coords: int = 256, fd_directions: int = 16, fd_samples: int = 0,
-          seed: int = 0, fd_skip=None, near_kink=None, recheck: bool = True) -> GradientReport:
+          seed: int = 0, fd_skip=None, near_kink=None, recheck: bool = True,
+          compiler_options: tuple = ()) -> GradientReport:
     """Check ``backward_fn`` against ``jax.grad(loss_fn)`` and finite differences; see the module docstring.
 
     Args:
@@ -437,6 +440,7 @@ def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff:
       near_kink: optional ``path -> int`` shown in the report.
       recheck: compare the cached compiled f(θ) with one eager ``loss_fn(params, *args)``, and compile
         afresh when they differ (a ``loss_fn`` that reads a global that has changed since).
+      compiler_options: XLA options for the compiled reference, as ``(name, value)`` pairs.
 
     Returns:
       A :class:`GradientReport`.
@@ -482,7 +486,8 @@ def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff:
         n = dirs.leaf.size  # the results of the padding directions are dropped
 
         def run(step, fresh=False):
-            program = _program(loss_fn, jax.tree_util.tree_structure(params), shapes, seed, static, fresh)
+            program = _program(loss_fn, jax.tree_util.tree_structure(params), shapes, seed, static, fresh,
+                               compiler_options)
             try:
                 return [np.asarray(a) for a in program(flat, traced, g_flat, jnp.asarray(leaf_ids),
                                                        jnp.asarray(coords), step)]
