@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import time
 
@@ -50,7 +51,7 @@ def main(argv=None) -> dict:
     result = dict(sizes=args.sizes, batch=args.batch, parameters=int(n_params), ok=bool(report.ok and again.ok),
                   first_call_s=round(first, 3), repeat_call_s=round(repeat, 3),
                   peak_rss_mb=round(_peak_mb(), 1), rss_after_import_mb=round(base_mb, 1),
-                  jax=jax.__version__)
+                  load_average_1min=round(os.getloadavg()[0], 2), jax=jax.__version__)
     print(report)
     print(json.dumps(result, indent=1))
     if args.out:
