@@ -166,7 +166,9 @@ def _torch_loss(out, y, loss):
     return F.mse_loss(out, y) if loss == "mse" else F.cross_entropy(out, y)
 
 
-def torch_eager_step(cfg: Config, device: str = "cpu") -> Bench | None:
+def _torch_training(cfg: Config, device: str):
+    """``(device, model, Adam optimizer, x, y)`` of one PyTorch training step, or None without torch or
+    without the device."""
     if not available("torch"):
         return None
     import torch
@@ -175,8 +177,16 @@ def torch_eager_step(cfg: Config, device: str = "cpu") -> Bench | None:
     if dev is None:
         return None
     model = _torch_model(cfg, dev)
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
-    x, y = _torch_data(cfg, cfg.batch, dev)
+    return dev, model, torch.optim.Adam(model.parameters(), lr=LR), *_torch_data(cfg, cfg.batch, dev)
+
+
+def torch_eager_step(cfg: Config, device: str = "cpu") -> Bench | None:
+    setup = _torch_training(cfg, device)
+    if setup is None:
+        return None
+    import torch
+
+    dev, model, opt, x, y = setup
 
     def call():
         opt.zero_grad(set_to_none=True)
@@ -189,18 +199,14 @@ def torch_eager_step(cfg: Config, device: str = "cpu") -> Bench | None:
 
 def torch_compile_step(cfg: Config, device: str = "cpu") -> Bench | None:
     """``torch-eager``'s step under ``torch.compile``; compile seconds measured over the first calls."""
-    if not available("torch"):
+    setup = _torch_training(cfg, device)
+    if setup is None:
         return None
     import time
 
     import torch
 
-    dev = _torch_device(device)
-    if dev is None:
-        return None
-    model = _torch_model(cfg, dev)
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
-    x, y = _torch_data(cfg, cfg.batch, dev)
+    dev, model, opt, x, y = setup
 
     @torch.compile
     def step():
