@@ -43,7 +43,7 @@ def suite_table(res: dict) -> str:
                 cells += ["", ""]
         lines.append("| " + " | ".join(cells) + " |")
     compile_rows = [r for r in res["rows"] if r["system"] == "torch-compile"]
-    notes = [f"torch.compile compile time: " + ", ".join(f"{r['config']} {r['compile_s']:.0f} s" for r in compile_rows)
+    notes = ["torch.compile compile time: " + ", ".join(f"{r['config']} {r['compile_s']:.0f} s" for r in compile_rows)
              ] if compile_rows else []
     notes.append(f"load average: {res.get('loadavg', {}).get('note', 'not recorded')}; start "
                  f"{[round(x, 1) for x in res.get('loadavg', {}).get('start', [])]}, end "

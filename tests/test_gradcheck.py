@@ -564,7 +564,7 @@ def test_user_backward_needs_its_loss_fn(x64):
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(h=0.0), ValueError, r"h .* must be > 0"),
+    (dict(h=0.0), ValueError, "h must be a finite number > 0"),
     (dict(rtol_fd=-1.0), ValueError, "rtol_fd must be a finite number > 0"),
     (dict(h=float("inf")), ValueError, "h must be a finite number > 0"),
     (dict(fd_directions=-1), ValueError, r"fd_directions must be an int in \[0, 2\*\*31\)"),

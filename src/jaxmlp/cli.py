@@ -227,7 +227,6 @@ def _final_metrics(params, x_train, y_train, x_test, y_test, *, loss, activation
 
 def train(args) -> int:
     import jax
-    import numpy as np
 
     from jaxmlp import datasets
     from jaxmlp.train import fit

@@ -20,7 +20,6 @@ the zero-initialization diagnostic.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from functools import partial
 
@@ -118,8 +117,6 @@ def check_gradients(params, *args, backward_fn=None, loss_fn=None, h: float = 1e
     if unknown:
         raise TypeError(f"check_gradients got unexpected keyword argument(s) {unknown}; the MLP options are "
                         f"{MLP_OPTIONS}")
-    if not (isinstance(h, numbers.Real) and h > 0):
-        raise ValueError(f"h (the finite-difference step) must be > 0, got h={h!r}")
     if (backward_fn is None) != (loss_fn is None):
         raise TypeError("pass backward_fn and loss_fn together (the user's backward and the loss it "
                         "differentiates), or neither to check jaxmlp.backward")

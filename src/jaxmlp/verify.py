@@ -221,16 +221,18 @@ class Directions:
     described: tuple[str, ...]  # per leaf, what is checked: "all 6", "16 dirs", "16 dirs + 8 coords", ...
 
 
+def layout(shapes):
+    """``(offsets, sizes)`` of leaves of ``shapes`` in the flattened θ."""
+    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+    return [int(o) for o in np.cumsum([0] + sizes[:-1])] if sizes else [], sizes
+
+
 def directions(shapes, checkable, *, fd_max_coords: int, fd_directions: int, fd_samples: int, seed: int = 0):
     """Build :class:`Directions` for leaves of ``shapes`` (only those marked ``checkable``)."""
     rng = np.random.default_rng(seed)
-    leaf, coord, offset, size, described = [], [], [], [], []
-    start = 0
-    for j, (shape, ok) in enumerate(zip(shapes, checkable)):
-        n = int(np.prod(shape, dtype=np.int64))
-        offset.append(start)
-        size.append(n)
-        start += n
+    leaf, coord, described = [], [], []
+    offset, size = layout(shapes)
+    for j, (n, ok) in enumerate(zip(size, checkable)):
         if not ok or n == 0:
             described.append("-")
             continue
@@ -338,8 +340,7 @@ _MAX_PROGRAMS = 64
 def _reference_program(loss_fn, treedef, shapes, seed, flat, args, g_flat, leaf, coord, h):
     """``(jax.grad(f)(θ) flattened, f(θ), D_v (V3), c_v (V5), [⟨g, v⟩, ⟨g_ad, v⟩], |Δg_ad|)`` for the
     directions (leaf, coord); |Δg_ad| is how much jax.grad moves when θ is nudged by 4 ε relative (V2)."""
-    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist() if sizes else []
+    offsets, sizes = layout(shapes)
 
     def unravel(v):
         return jax.tree_util.tree_unflatten(treedef, [v[o:o + n].reshape(s)
@@ -445,7 +446,7 @@ def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff:
     Returns:
       A :class:`GradientReport`.
     """
-    _check_options(h, rtol_autodiff, rtol_fd, fd_max_coords, fd_directions, fd_samples, seed)
+    check_options(h, rtol_autodiff, rtol_fd, fd_max_coords, fd_directions, fd_samples, seed)
     with jax.enable_x64(True):
         params, args = to_float64((params, tuple(args)))
         ref_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
@@ -513,7 +514,8 @@ def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff:
                    moved, dirs, h=h, rtol_autodiff=rtol_autodiff, rtol_fd=rtol_fd, fd_skip=fd_skip, near_kink=near_kink)
 
 
-def _check_options(h, rtol_autodiff, rtol_fd, fd_max_coords, fd_directions, fd_samples, seed):
+def check_options(h, rtol_autodiff, rtol_fd, fd_max_coords, fd_directions, fd_samples, seed):
+    """ValueError for a bad option of :func:`check` (and a warning for an h out of its useful range)."""
     for name, value in (("h", h), ("rtol_autodiff", rtol_autodiff), ("rtol_fd", rtol_fd)):
         if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a finite number > 0, got {name}={value!r}")
