@@ -659,6 +659,14 @@ def test_resume_refuses_another_run_saying_what_differs(change, match, problem32
     assert f"clear {str(tmp_path)!r}" in str(caught.value)
 
 
+def test_resume_refuses_a_checkpoint_past_epochs(problem32, tmp_path):
+    """Asking for fewer epochs than the directory already holds would hand back the later parameters
+    with a history longer than asked for."""
+    run(*problem32, optimizer=ADAM, epochs=2, checkpoint_dir=tmp_path, checkpoint_every=2)
+    with pytest.raises(ValueError, match=r"checkpoint of epoch 2, past epochs=1: pass epochs >= 2"):
+        run(*problem32, optimizer=ADAM, epochs=1, checkpoint_dir=tmp_path, checkpoint_every=1)
+
+
 def test_checkpoint_save_refuses_keep_0_and_writes_nothing(tmp_path):
     from jaxmlp import checkpoint
 

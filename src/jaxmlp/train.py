@@ -338,14 +338,18 @@ def _history(past: dict, chunks, start: int = 0) -> dict:
     return out
 
 
-def _resume(checkpoint_dir, state, names):
+def _resume(checkpoint_dir, state, names, epochs: int):
     """``(state, start, past)``: the latest checkpoint in ``checkpoint_dir`` read into ``state``'s structure
     (NumPy arrays, which the compiled program places as it does the run's own), its epoch and the history
-    it holds; ``(state, 0, {})`` when there is none."""
+    it holds; ``(state, 0, {})`` when there is none. A checkpoint past ``epochs`` is a ValueError: the run
+    would return more epochs than it asks for."""
     saved = [] if checkpoint_dir is None else checkpoint.steps(checkpoint_dir)
     if not saved:
         return state, 0, {}
     start = saved[-1]
+    if start > epochs:
+        raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} holds a checkpoint of epoch {start}, past "
+                         f"epochs={epochs}: pass epochs >= {start} to go on from it, or clear the directory")
     try:
         loaded = checkpoint.load(checkpoint_dir, start, state, names=names)
     except ValueError as e:
@@ -425,7 +429,7 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
         _check_axis(mesh, "data", batch_size or jnp.shape(x)[0], "batch_size (or N, for full batch)")
         params, x, y = jax.device_put((params, x, y), NamedSharding(mesh, PartitionSpec()))
     state = (params, _init_state(optimizer, params), jax.random.key_data(key))
-    (params, opt_state, key_data), start, past = _resume(checkpoint_dir, state, STATE_NAMES)
+    (params, opt_state, key_data), start, past = _resume(checkpoint_dir, state, STATE_NAMES, epochs)
     key = jax.random.wrap_key_data(jnp.asarray(key_data), impl=jax.random.key_impl(key))
     chunks = []
     for epoch, n in _calls(start, epochs, epochs_per_call, checkpoint_every):
