@@ -95,7 +95,7 @@ def _check_group(sizes, output, loss, kind, key, args, names):
     # Cross-entropy needs at least two classes: widen a one-unit output layer to three.
     arch = sizes[:-1] + (3,) if loss == "ce" and sizes[-1] == 1 else sizes
     options = dict(names=names, output=output, loss=loss)
-    # Compiled afresh on every run (not cached across runs), so that what is checked is today's backward.
+    # A fresh jit per run, and jax's on-disk cache (when on) is keyed by the HLO: an edited backward recompiles.
     checked = jax.jit(partial(_backward_and_kinks_any, **options), compiler_options=dict(GRADCHECK_XLA_OPTIONS))
     rows = []
     with jax.enable_x64(True):  # a thread-local setting: each worker thread sets it
@@ -200,13 +200,14 @@ def _jitted(fn, **static):
     return jax.jit(partial(fn, **static))
 
 
-def _setup(seed, *, sizes, init):
-    """``(params, key for fit)`` from the seed: one compiled program instead of a dozen eager ones."""
+def _setup(key, *, sizes, init):
+    """``(params, key for fit)`` from the run's key: one compiled program instead of a dozen eager ones.
+    (The key is made outside it: a seed traced as int32 would refuse seeds from 2**31 on.)"""
     import jax
 
     from jaxmlp import init_mlp
 
-    key_init, key_fit = jax.random.split(jax.random.key(seed))
+    key_init, key_fit = jax.random.split(key)
     return init_mlp(key_init, sizes, init=init), key_fit
 
 
@@ -237,7 +238,7 @@ def train(args) -> int:
         raise SystemExit(f"--sizes {','.join(map(str, sizes))}: {args.dataset} needs n_in = {spec.n_in} "
                          f"and n_out = {spec.n_out}")
     x_train, y_train, x_test, y_test = datasets.load(args.dataset, seed=args.seed)
-    params, key_fit = _jitted(_setup, sizes=tuple(sizes), init=args.init)(args.seed)
+    params, key_fit = _jitted(_setup, sizes=tuple(sizes), init=args.init)(jax.random.key(args.seed))
     batch_size = None if args.optimizer == "gd" or args.batch_size == 0 else min(args.batch_size, len(x_train))
     kw = dict(loss=spec.loss, activation=args.activation)
     steps_per_epoch = 1 if batch_size is None else len(x_train) // batch_size

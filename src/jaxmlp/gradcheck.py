@@ -100,6 +100,8 @@ def check_gradients(params, *args, backward_fn=None, loss_fn=None, h: float = 1e
         random coordinates.
       seed: chooses the random directions and coordinates.
       **mlp_options: ``activation``, ``output_activation``, ``loss``, as for :func:`jaxmlp.loss_fn`.
+        With a user's ``backward_fn``/``loss_fn`` only ``activation`` matters (it gives the (G2) flags):
+        the user's functions already fix the output and the loss.
 
     Returns:
       A :class:`~jaxmlp.verify.GradientReport`: ``.ok`` (also ``bool(report)``), ``.rows`` (one per

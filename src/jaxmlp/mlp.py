@@ -43,7 +43,8 @@ def init_mlp(key, sizes, *, init="he", dtype=jnp.float32) -> tuple[Layer, ...]:
     """
     widths = checks.sizes(sizes)
     if isinstance(init, str):
-        return _init_compiled(key, widths=widths, init=init, dtype=jnp.dtype(dtype))
+        return _init_compiled(key, widths=widths, init=init,  # None: jax's default float, as before
+                              dtype=jnp.dtype(jnp.result_type(float) if dtype is None else dtype))
     return _init_layers(key, widths, init, dtype)
 
 
