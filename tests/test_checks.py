@@ -254,6 +254,14 @@ def test_fit_refuses_non_finite_data_before_compiling(fitter, where, bad, match)
     assert compiled.n == 0
 
 
+def test_finite_values_sees_nan_in_bfloat16_data():
+    """NumPy does not count bfloat16 as inexact: the check asks jax, so bf16 data is checked too."""
+    x = jnp.ones((4, 2), jnp.bfloat16).at[2, 1].set(jnp.nan)
+    with pytest.raises(ValueError, match=r"x holds 1 non-finite values \(1 NaN, 0 inf\) in 1 of its 4 rows; "
+                                         r"the first is row 2"):
+        jaxmlp.checks.finite_values("x", x)
+
+
 @pytest.mark.parametrize("fitter", ["fit", "fit_ensemble"])
 @pytest.mark.parametrize("label", [3, -1, 7])
 def test_fit_refuses_labels_outside_the_classes(fitter, label):
@@ -273,7 +281,7 @@ def test_data_checks_compile_nothing_and_let_good_data_through():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(13, 11)), jnp.float32)
     labels = jnp.asarray(np.arange(13) % 4, jnp.int32)
     with _Compilations() as compiled:
-        checks.finite_values("x", x)
+        jaxmlp.checks.finite_values("x", x)
         checks.labels_in_range(labels, 4)
     assert compiled.n == 0
     with pytest.raises(ValueError, match=r"class label 3 \(row 3; 3 labels in all\)"):
