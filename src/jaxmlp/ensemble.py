@@ -213,9 +213,9 @@ def _ensemble_epochs(params, opt_state, key, good, ok, x, y, hyper, *, factory, 
                             params, good)
         return (params, opt_state, key, good, ok), (metrics, finite)
 
-    (params, opt_state, key, good, _), (metrics, finite) = jax.lax.scan(
+    (params, opt_state, key, good, ok), (metrics, finite) = jax.lax.scan(
         epoch, (params, opt_state, key, good, ok), None, length=n_epochs)
-    return params, opt_state, key, good, metrics, finite  # metrics and finite: (n_epochs, K)
+    return params, opt_state, key, good, ok, metrics, finite  # metrics and finite: (n_epochs, K)
 
 
 _compiled_init = jax.jit(_init, static_argnames="factory")
@@ -297,8 +297,7 @@ def fit_ensemble(params_stack, x, y, *, optimizer=None, hyperparams=None, learni
     for epoch, n in train._calls(start, epochs, epochs_per_call, checkpoint_every):
         run = _program(_ensemble_epochs, _compiled_ensemble,
                        dict(factory=factory, config=config, n_epochs=n, per_model=per_model, group=group))
-        params, opt_state, keys, good, metrics, finite = run(params, opt_state, keys, good, ok, x, y, hyper)
-        ok = ok & jnp.all(finite, axis=0)
+        params, opt_state, keys, good, ok, metrics, _ = run(params, opt_state, keys, good, ok, x, y, hyper)
         epoch += n
         chunks.append({k: np.asarray(v) for k, v in metrics.items()})  # (n, K)
         if train._checkpoint_due(checkpoint_dir, checkpoint_every, epoch, epochs):

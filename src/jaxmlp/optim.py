@@ -125,9 +125,8 @@ class AdamState(NamedTuple):
 
 
 def _check_learning_rate(learning_rate):
-    if isinstance(learning_rate, numbers.Real) and not learning_rate >= 0:
-        raise ValueError(f"learning_rate must be >= 0, got learning_rate={learning_rate!r}; the update (O1) is "
-                         f"-learning_rate * direction, so a negative rate climbs the loss")
+    _check_nonnegative("learning_rate", learning_rate,
+                       "the update (O1) is -learning_rate * direction, so a negative rate climbs the loss")
 
 
 def _check_decay(name, value):
