@@ -324,9 +324,10 @@ def compiled_text(shuffle):
 
 def test_shared_minibatch_makes_layer_1_one_matmul_for_all_models():
     """shuffle="shared": X_b (B x n0) times the K stacked W[1] is one dot of shape (B, K n1), forward (F1),
-    and the gradient of W[1] one of shape (K n1, n0) (B3); per-model minibatches are K batched products."""
+    and the gradient of W[1], (X_bᵀ Δ[1])ᵀ, one of shape (n0, K n1) (B3); per-model minibatches are K
+    batched products."""
     n0, n1 = SIZES[0], SIZES[1]
-    one_dot = [rf"f32\[{BATCH},{K * n1}\]\{{[0-9,]*\}} dot\(", rf"f32\[{K * n1},{n0}\]\{{[0-9,]*\}} dot\("]
+    one_dot = [rf"f32\[{BATCH},{K * n1}\]\{{[0-9,]*\}} dot\(", rf"f32\[{n0},{K * n1}\]\{{[0-9,]*\}} dot\("]
     import re
 
     shared, per_model = compiled_text("shared"), compiled_text("per_model")

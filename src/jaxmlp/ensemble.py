@@ -18,11 +18,13 @@ Before anything compiles, one step of the factory's optimizer is traced (not run
 returns a GradientTransformation and that its updates or state depend on every name in
 ``hyperparams`` (a misspelt name, or one the optimizer ignores, is an error, not a silent no-op).
 
-Each epoch trains every model (one ``vmap`` of :func:`jaxmlp.train._train_epoch`), then evaluates them
-on the whole training set (``metrics="full"``) a group of models at a time, so that each model's
+Each epoch trains every model (one ``vmap`` of :func:`_train_epoch`, fit's epoch with the weight
+gradient (B3) laid out for batched products: Δ[l]ᵀ written out, then an "NN" product), then evaluates
+them on the whole training set (``metrics="full"``) a group of models at a time, so that each model's
 activations are contiguous; with ``metrics="minibatch"`` each model reports its steps' running mean.
-With ``shuffle="shared"`` every model sees the same minibatch X_b, and XLA computes layer 1 of all K
-models as one matmul, X_b (B × n₀) times the K stacked W[1] (n₀ × K·n₁), forward (F1) and backward (B3).
+With ``shuffle="shared"`` every model sees the same minibatch X_b, and layer 1 of all K models is one
+matmul: X_b (B × n₀) times the K stacked W[1] (n₀ × K·n₁) forward (F1), and X_bᵀ (n₀ × B) times the K
+stacked Δ[1] (B × K·n₁) for (B3).
 
 A model whose loss or parameters stop being finite keeps its last finite parameters and is marked in
 ``history["diverged"]``; the others train on. Checkpoints hold (params, optimizer state, key, last
@@ -46,7 +48,9 @@ import numpy as np
 from jax.extend.core import Var
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxmlp import checkpoint, losses, mlp, optim, train
+from jaxmlp import backprop, checkpoint, losses, mlp, optim, train
+from jaxmlp.shuffle import permutation
+from jaxmlp.types import Layer
 
 SHUFFLES = ("shared", "per_model")
 STATE_NAMES = train.STATE_NAMES + ("last finite params", "finite-so-far flags")
@@ -191,15 +195,79 @@ def _ensemble_metrics(params, x, y, step_metrics, config, n_models, group: int |
                        batch_size=min(group, n_models))
 
 
+def _written_out(t):
+    """``t`` as an array of its own in memory: on CPU an optimization barrier, which keeps XLA from folding
+    a transpose back into the product that reads it; elsewhere ``t`` as is."""
+    return jax.lax.platform_dependent(t, cpu=jax.lax.optimization_barrier, default=lambda t: t)
+
+
+def _loss_grads_output(config, shared_input: bool):
+    """(T1) for one model of the stack, as :func:`jaxmlp.train._loss_grads_output` makes it for ``fit``, with
+    the weight gradient (B3) ∂L/∂W[l] = Δ[l]ᵀ A[l-1] laid out for XLA:CPU's batched products.
+
+    Under ``vmap`` the product Δ[l]ᵀ A[l-1] contracts the batch, the major axis of both operands, and
+    XLA:CPU runs that batched "TN" product one matrix at a time, at about twice the cost of writing
+    Δ[l]ᵀ out first and taking an "NN" product (measured in benchmarks/experimental.py). Layer 1 of a
+    shared minibatch (``shared_input``: every model's A[0] is X_b) is (X_bᵀ Δ[1])ᵀ instead, one product
+    for all K models. Otherwise :func:`jaxmlp.backprop.backward_with_cache`: its forward pass and
+    (B1)-(B2), (B4); the products of (B3) are the same, only laid out otherwise (equal to rounding), and
+    there is no memory-ordering barrier (it matters for large layers only). ``grad="autodiff"`` is fit's
+    ``jax.grad``."""
+    if config.grad != "manual":
+        return train._loss_grads_output(config)
+
+    def manual(params, x, y):
+        sigma, sigma_out, Y, cache = mlp.prepare(params, x, y, config.activation, config.output_activation,
+                                                 config.loss, config.compute_dtype)
+        delta = backprop._deltas(params, cache, Y, sigma, sigma_out, config.loss)  # (B1)-(B2)
+        grads = []
+        for l, (W, b) in enumerate(params, start=1):
+            A_prev, D = cache.a[l - 1], delta[l].astype(cache.a[l - 1].dtype)
+            if l == 1 and shared_input:
+                dW = (A_prev.T @ D).T  # (B3): (X_bᵀ Δ[1])ᵀ
+            else:
+                dW = _written_out(D.T) @ A_prev  # (B3): Δ[l]ᵀ A[l-1], Δ[l]ᵀ written out
+            db = jnp.sum(delta[l], axis=0)  # (B4)
+            grads.append(Layer(W=dW.astype(W.dtype), b=db.astype(b.dtype)))
+        return mlp.loss_from_cache(cache, Y, config.loss), type(params)(grads), cache.a[-1], Y
+
+    return manual
+
+
+def _train_epoch(params, opt_state, key, x, y, *, optimizer, config, shared_input: bool):
+    """One epoch of one model: :func:`jaxmlp.train._train_epoch` (the same permutation of ``key``, the same
+    minibatches, (T1)-(T2) in the same order) with the (T1) of :func:`_loss_grads_output`."""
+    loss_grads_output = _loss_grads_output(config, shared_input)
+    N, B = x.shape[0], config.batch_size
+
+    def step(carry, rows):
+        params, opt_state = carry
+        batch = (x, y) if rows is None else (x[rows], y[rows])  # gathered one minibatch at a time, as fit does
+        value, grads, A_L, Y = loss_grads_output(params, *batch)  # (T1)
+        updates, opt_state = optimizer.update(grads, opt_state, params)  # (T2)
+        metrics = train._metrics(value, A_L, Y, config.loss) if config.metrics == "minibatch" else None
+        return (optim.apply_updates(params, updates), opt_state), metrics
+
+    key, k_perm = jax.random.split(key)
+    if B is None:  # one full-batch step
+        (params, opt_state), step_metrics = jax.lax.scan(
+            lambda c, _: step(c, None), (params, opt_state), None, length=1)
+    else:
+        rows = permutation(k_perm, N)[: (N // B) * B].reshape(N // B, B)  # partial batch dropped
+        (params, opt_state), step_metrics = jax.lax.scan(step, (params, opt_state), rows)
+    return params, opt_state, key, step_metrics
+
+
 def _ensemble_epochs(params, opt_state, key, good, ok, x, y, hyper, *, factory, config, n_epochs, per_model,
                      group):
-    """(E1)-(E2): each epoch, :func:`jaxmlp.train._train_epoch` of every model, ``vmap``-ed, then their
-    metrics (:func:`_ensemble_metrics`) and the divergence check of :func:`jaxmlp.train._epochs`, per model."""
+    """(E1)-(E2): each epoch, :func:`_train_epoch` of every model, ``vmap``-ed, then their metrics
+    (:func:`_ensemble_metrics`) and the divergence check of :func:`jaxmlp.train._epochs`, per model."""
     K = ok.shape[0]
     key_axis = 0 if per_model else None
 
     def train_one(params, opt_state, key, h):
-        return train._train_epoch(params, opt_state, key, x, y, optimizer=factory(h), config=config)  # (E1)
+        return _train_epoch(params, opt_state, key, x, y, optimizer=factory(h), config=config,  # (E1)
+                            shared_input=not per_model)
 
     train_all = jax.vmap(train_one, in_axes=(0, 0, key_axis, 0), out_axes=(0, 0, key_axis, 0))
 
