@@ -161,7 +161,7 @@ def test_first_result_summary_medians_ratios_and_targets():
     from benchmarks import first_result
 
     fit = lambda s: {"fit_s": s, "init_and_fit_s": s + 1, "test_accuracy": 0.97, "fit_programs": 2,
-                     "fit_cache_hits": 0, "fit_compile_s": s / 2}
+                     "fit_cache_hits": 0, "fit_compile_s": s / 2, "fit_store_hits": 1, "fit_store_writes": 0}
     samples = {"sklearn": [{"fit_s": s, "test_accuracy": 0.97, "epochs": 40} for s in (0.5, 0.4, 0.9)],
                "fit_cold": [fit(s) for s in (1.0, 3.0, 1.4)], "fit_warm": [fit(s) for s in (0.3, 0.1, 0.2)],
                "train_cold": [{"wall_s": s} for s in (6.0, 4.0, 5.0)], "train_warm": [{"wall_s": s} for s in (2, 9, 3)]}

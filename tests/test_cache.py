@@ -25,7 +25,8 @@ FIT = textwrap.dedent("""
     import jax, numpy as np
     import jaxmlp
     from jaxmlp import optim
-    path = jaxmlp.enable_compilation_cache(sys.argv[1])
+    from jaxmlp import programs
+    path = jaxmlp.enable_compilation_cache(sys.argv[1], store_programs=sys.argv[2] == "store")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 5)).astype(np.float32)
     y = (rng.normal(size=(64, 1)) > 0).astype(np.float32)
@@ -34,7 +35,7 @@ FIT = textwrap.dedent("""
     print(json.dumps({"path": path, "loss": history["loss"].tolist(),
                       "programs": events.get("/jax/core/compile/backend_compile_duration", 0),
                       "written": events.get("/jax/compilation_cache/cache_misses", 0),  # jax's name
-                      "hits": events.get("/jax/compilation_cache/cache_hits", 0)}))
+                      "hits": events.get("/jax/compilation_cache/cache_hits", 0), "store": programs.stats()}))
 """)
 
 
@@ -46,16 +47,32 @@ def python(code, *args, env=None):
 
 
 def test_second_process_compiles_nothing_the_first_compiled(tmp_path):
+    """jax's persistent cache alone (``store_programs=False``): every program is written, then loaded."""
     cache = tmp_path / "cache"
-    first = json.loads(python(FIT, str(cache)).splitlines()[-1])
+    first = json.loads(python(FIT, str(cache), "jax").splitlines()[-1])
     entries = sorted(os.listdir(cache))
-    assert first["path"] == str(cache) and first["programs"] >= 2 and first["hits"] == 0
+    assert first["path"] == str(cache) and first["programs"] >= 1 and first["hits"] == 0
     assert first["written"] == first["programs"] == len(entries)  # every program, the small ones included
-    second = json.loads(python(FIT, str(cache)).splitlines()[-1])
+    second = json.loads(python(FIT, str(cache), "jax").splitlines()[-1])
     assert second["programs"] == second["hits"] == first["programs"]  # every program loaded, none compiled
     assert second["written"] == 0
     assert second["loss"] == first["loss"]  # the loaded programs compute what the compiled ones did
     assert sorted(os.listdir(cache)) == entries
+    assert first["store"]["misses"] == second["store"]["hits"] == 0  # jaxmlp's store stayed off
+
+
+def test_second_process_traces_nothing_with_the_store(tmp_path):
+    """The default: fit's program comes from jaxmlp's store of programs, so the second process neither
+    compiles nor asks jax's cache for it (which would need tracing and lowering first)."""
+    cache = tmp_path / "cache"
+    first = json.loads(python(FIT, str(cache), "store").splitlines()[-1])
+    assert first["store"] == {"hits": 0, "misses": 1, "writes": 1, "skipped": 0}
+    assert len(os.listdir(cache / "programs")) == 1
+    second = json.loads(python(FIT, str(cache), "store").splitlines()[-1])
+    assert second["store"] == {"hits": 1, "misses": 0, "writes": 0, "skipped": 0}
+    fit_programs = first["programs"] - second["programs"]  # the processes differ only in how fit gets its program
+    assert fit_programs >= 1 and second["hits"] == second["programs"]  # what did compile is init_mlp's, from jax's cache
+    assert second["loss"] == first["loss"]
 
 
 def test_default_path_follows_xdg_cache_home(tmp_path):

@@ -13,8 +13,9 @@ Module layout (imports run one way, top to bottom of this list):
 - training on top: :mod:`~jaxmlp.shuffle` (the epoch permutation), :mod:`~jaxmlp.train` (``fit``),
   :mod:`~jaxmlp.ensemble` (``fit_ensemble``, ``evaluate_ensemble``), :mod:`~jaxmlp.datasets`,
   :mod:`~jaxmlp.cli`;
-- on the side: :mod:`~jaxmlp.cache` (``enable_compilation_cache``, jax's persistent compilation cache;
-  importing jaxmlp changes no jax setting).
+- on the side: :mod:`~jaxmlp.programs` (jaxmlp's store of compiled programs, keyed without tracing; a
+  building block that optim, verify and train call) and :mod:`~jaxmlp.cache` (``enable_compilation_cache``:
+  jax's persistent compilation cache and that store; importing jaxmlp changes no jax setting).
 """
 
 from jaxmlp import activations, datasets, initializers, losses, optim, shuffle

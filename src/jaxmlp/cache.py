@@ -9,6 +9,11 @@ and reload them in the next process; :func:`enable_compilation_cache` turns that
     jaxmlp.enable_compilation_cache()          # $XDG_CACHE_HOME/jaxmlp, or ~/.cache/jaxmlp
     params, history = jaxmlp.fit(...)          # a second run of the script reloads, does not compile
 
+It also turns on jaxmlp's own store of compiled programs (:mod:`jaxmlp.programs`, in ``<path>/programs``),
+which finds :func:`jaxmlp.fit`'s program and ``jaxmlp gradcheck``'s without tracing them first: jax's
+cache can only look a program up once it is traced and lowered, which for the digits ``fit`` took
+longer than the training run. ``store_programs=False`` leaves the store off.
+
 It is opt-in: importing jaxmlp changes no global jax setting. The call changes three, for the whole
 process (every jit of the process is cached, not only jaxmlp's):
 
@@ -30,6 +35,8 @@ from __future__ import annotations
 
 import os
 
+from jaxmlp import programs
+
 ENV_HOME = "XDG_CACHE_HOME"
 
 
@@ -39,12 +46,14 @@ def default_path() -> str:
     return os.path.join(base, "jaxmlp")
 
 
-def enable_compilation_cache(path=None) -> str:
+def enable_compilation_cache(path=None, *, store_programs: bool = True) -> str:
     """Turn on jax's persistent compilation cache in ``path`` for every program of this process.
 
     Args:
       path: the cache directory (a ``str`` or ``os.PathLike``; ``~`` is expanded); ``None`` for
         :func:`default_path`, ``$XDG_CACHE_HOME/jaxmlp`` or ``~/.cache/jaxmlp``. It is created if missing.
+      store_programs: also keep jaxmlp's own programs in ``<path>/programs`` (:mod:`jaxmlp.programs`),
+        found without tracing; False turns that store off (for code that patches jaxmlp at run time).
 
     Returns:
       The absolute path of the cache directory.
@@ -66,4 +75,8 @@ def enable_compilation_cache(path=None) -> str:
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    if store_programs:
+        programs.enable(os.path.join(path, "programs"))
+    else:
+        programs.disable()
     return path

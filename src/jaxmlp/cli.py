@@ -90,7 +90,7 @@ def _check_group(sizes, output, loss, kind, key, args, names):
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxmlp import gradcheck as gc, init_mlp, verify
+    from jaxmlp import gradcheck as gc, init_mlp, programs, verify
 
     # Cross-entropy needs at least two classes: widen a one-unit output layer to three.
     arch = sizes[:-1] + (3,) if loss == "ce" and sizes[-1] == 1 else sizes
@@ -105,7 +105,8 @@ def _check_group(sizes, output, loss, kind, key, args, names):
             x = jax.random.normal(k_x, (args.batch, arch[0]), jnp.float64)
             y = _targets(k_y, args.batch, arch[-1], kind)
             i = jnp.asarray(index, jnp.int32)
-            out, counts = checked(params, x, y, i, args.h)
+            out, counts = programs.call(_backward_and_kinks_any, options, params, x, y, i, args.h, fallback=checked,
+                                        compiler_options=dict(GRADCHECK_XLA_OPTIONS))
             fd_skip, near_kink = gc.kink_flags(np.asarray(counts))
             report = verify.check(partial(_loss_any, **options), lambda *_: out, params, (x, y, i), h=args.h,
                                   fd_skip=fd_skip, near_kink=near_kink, recheck=False,

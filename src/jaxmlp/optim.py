@@ -70,6 +70,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxmlp import programs
+
 
 class GradientTransformation(NamedTuple):
     """optax's protocol: ``init(params) -> state``, ``update(grads, state, params=None, **extra_args)
@@ -201,11 +203,16 @@ def _memoized(constructor):
     @functools.wraps(constructor)
     def build(*args, **kwargs):
         try:
-            return cached(*args, **kwargs)
+            optimizer = cached(*args, **kwargs)
         except TypeError as e:
             if "unhashable" not in str(e):
                 raise
             return constructor(*args, **kwargs)
+        try:  # how it was built, for jaxmlp's store of compiled programs (a schedule has no description)
+            programs.record(optimizer, f"{constructor.__qualname__}{programs.describe((args, kwargs))}")
+        except programs.Undescribable:
+            pass
+        return optimizer
 
     return build
 

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxmlp import backprop, checkpoint, checks, mlp, optim, shuffle
+from jaxmlp import backprop, checkpoint, checks, mlp, optim, programs, shuffle
 
 
 EVAL_BUDGET = 1 << 22  # activations (numbers) of one chunk of the per-epoch evaluation, all models together
@@ -221,7 +221,10 @@ def _epoch_metrics(params, x, y, step_metrics, config: _Config) -> dict:
 
 def _epochs(params, opt_state, key, x, y, *, optimizer, config: _Config, n_epochs: int):
     """``n_epochs`` epochs of (T1)-(T2) as one ``lax.scan``; also tracks the last finite parameters: once an
-    epoch's metrics or parameters are not finite, ``good`` stays at the parameters before it."""
+    epoch's metrics or parameters are not finite, ``good`` stays at the parameters before it.
+    ``opt_state=None``: a fresh run, whose optimizer state is made here (one compiled program, not two)."""
+    if opt_state is None:
+        opt_state = optimizer.init(params)
 
     def epoch(carry, _):
         params, opt_state, key, good, ok = carry
@@ -261,11 +264,12 @@ def _init_state(optimizer, params):
 
 
 def _run_epochs(params, opt_state, key, x, y, *, optimizer, config, n_epochs):
-    """Call the cached compiled program; an unhashable optimizer gets a fresh (uncached) one."""
-    if not _hashable(optimizer):
-        fn = jax.jit(partial(_epochs, optimizer=optimizer, config=config, n_epochs=n_epochs))
-        return fn(params, opt_state, key, x, y)
-    return _compiled_epochs(params, opt_state, key, x, y, optimizer=optimizer, config=config, n_epochs=n_epochs)
+    """Call the compiled program: from jaxmlp's store of programs when it is on (no tracing on a hit), else
+    the cached ``jit``; an unhashable optimizer gets a fresh (uncached) one."""
+    static = dict(optimizer=optimizer, config=config, n_epochs=n_epochs)
+    jitted = (partial(_compiled_epochs, **static) if _hashable(optimizer)
+              else jax.jit(partial(_epochs, **static)))
+    return programs.call(_epochs, static, params, opt_state, key, x, y, fallback=jitted)
 
 
 def _positive_or_none(name, value):
@@ -428,7 +432,10 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
     if mesh is not None:
         _check_axis(mesh, "data", batch_size or jnp.shape(x)[0], "batch_size (or N, for full batch)")
         params, x, y = jax.device_put((params, x, y), NamedSharding(mesh, PartitionSpec()))
-    state = (params, _init_state(optimizer, params), jax.random.key_data(key))
+    # One compiled call and nothing to resume: the program makes the optimizer state itself (opt_state None).
+    fresh = len(list(_calls(0, epochs, epochs_per_call, checkpoint_every))) == 1 and not (
+        checkpoint_dir is not None and checkpoint.steps(checkpoint_dir))
+    state = (params, None if fresh else _init_state(optimizer, params), jax.random.key_data(key))
     (params, opt_state, key_data), start, past = _resume(checkpoint_dir, state, STATE_NAMES, epochs)
     key = jax.random.wrap_key_data(jnp.asarray(key_data), impl=jax.random.key_impl(key))
     chunks = []

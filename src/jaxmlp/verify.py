@@ -74,6 +74,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from jaxmlp import programs
 from jaxmlp.report import Agreement, agreement, format_table
 
 FD_BUDGET = 1 << 21  # directions per chunk × θ's size (each direction holds θ + hv and θ - hv: 2 of those)
@@ -368,23 +369,33 @@ def _program(loss_fn, treedef, shapes, seed, static=(), fresh=False, compiler_op
     ``jit``'s ``static_argnums``) and are part of the cache key. ``fresh=True`` replaces the cached program.
     ``compiler_options``: XLA options as ``(name, value)`` pairs, part of the key too.
     """
-    def with_static(loss_fn):
-        def f(theta, *traced):
-            it, fixed = iter(traced), dict(static)
-            return loss_fn(theta, *(fixed[i] if i in fixed else next(it) for i in range(len(traced) + len(fixed))))
-        return f
-
-    fn = functools.partial(_reference_program, with_static(loss_fn) if static else loss_fn, treedef, shapes, seed)
+    statics = dict(loss_fn=loss_fn, treedef=treedef, shapes=shapes, seed=seed, static=static)
     compile = functools.partial(jax.jit, compiler_options=dict(compiler_options) or None)
     key = fn_key(loss_fn)
     if key is None:
-        return compile(fn)
+        return compile(functools.partial(_reference, **statics))
     key = (key, treedef, shapes, seed, static, compiler_options)
     if fresh or key not in _PROGRAMS:
         if len(_PROGRAMS) >= _MAX_PROGRAMS:
             _PROGRAMS.pop(next(iter(_PROGRAMS)))
-        _PROGRAMS[key] = compile(fn)
-    return _PROGRAMS[key]
+        _PROGRAMS[key] = compile(functools.partial(_reference, **statics))
+    if fresh:  # a recompile: loss_fn reads something that changed, which no stored program can know
+        return _PROGRAMS[key]
+    return functools.partial(programs.call, _reference, statics, fallback=_PROGRAMS[key],
+                             compiler_options=dict(compiler_options) or None)
+
+
+def _reference(flat, args, g_flat, leaf, coord, h, *, loss_fn, treedef, shapes, seed, static):
+    """:func:`_reference_program` with the ``static`` positional arguments of ``loss_fn`` closed over (see
+    :func:`_program`): the function that is compiled, and that jaxmlp's store of programs keys."""
+    if static:
+        fixed, plain = dict(static), loss_fn
+
+        def loss_fn(theta, *traced):
+            it = iter(traced)
+            return plain(theta, *(fixed[i] if i in fixed else next(it) for i in range(len(traced) + len(fixed))))
+
+    return _reference_program(loss_fn, treedef, shapes, seed, flat, args, g_flat, leaf, coord, h)
 
 
 def to_float64(tree):
