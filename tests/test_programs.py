@@ -91,6 +91,37 @@ def test_key_changes_with_everything_that_changes_the_program():
 
 
 @pytest.mark.slow
+def test_a_structure_that_does_not_pickle_has_no_key():
+    class Local(tuple):  # a node class defined in a function: pickle cannot name it
+        pass
+
+    jax.tree_util.register_pytree_node(Local, lambda t: (tuple(t), None), lambda _, c: Local(c))
+    with pytest.raises(programs.Undescribable):
+        programs._argument_key((Local((jnp.ones(2),)),))
+
+
+def _output_delta(*args):  # a test's function with the name of the one it replaces
+    return 0.0
+
+
+@pytest.mark.parametrize("replacement", [lambda *args: 0.0, _output_delta], ids=["lambda", "same-name function"])
+def test_a_patched_jaxmlp_function_stops_the_store(replacement, monkeypatch):
+    """The source hash of (P1) cannot see a function set into a module at run time: no key while it is there."""
+    from jaxmlp import backprop
+
+    params = jaxmlp.init_mlp(jax.random.key(0), [5, 8, 1])
+    x, y = np.zeros((64, 5), np.float32), np.zeros((64, 1), np.float32)
+    assert programs.patched() is None
+    _fit_key(params, x, y)
+    monkeypatch.setattr(backprop, "_output_delta", replacement)
+    assert programs.patched() == "jaxmlp.backprop._output_delta"
+    with pytest.raises(programs.Undescribable, match="patched"):
+        _fit_key(params, x, y)
+    monkeypatch.undo()
+    _fit_key(params, x, y)
+
+
+@pytest.mark.slow
 def test_arguments_placed_elsewhere_have_no_key():
     """A sharded argument, or one on another device, is not stored (the program depends on the placement)."""
     code = textwrap.dedent("""

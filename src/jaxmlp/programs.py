@@ -22,14 +22,16 @@ keys a program by *what determines it* instead, so a hit skips tracing, lowering
   anything but the default device is not stored either.
 
 A miss traces, lowers and compiles as ``jax.jit`` would, then writes the executable
-(``jax.experimental.serialize_executable``) atomically (a temporary file, then ``os.replace``). A hit
+(``jax.experimental.serialize_executable``, zlib-compressed) atomically (a temporary file, then ``os.replace``). A hit
 reads and loads it; in-process, loaded programs are kept in memory. An entry that cannot be read or
 loaded is compiled afresh and rewritten.
 
 **What it trusts.** Loading an entry runs its machine code (and unpickles its argument structures):
 as for jax's cache, the directory must be writable by you only. A key covers the code as it is on
-disk: code patched at run time (a monkeypatched jaxmlp function) is not seen; turn the store off
-for that (``enable_compilation_cache(..., store_programs=False)`` or :func:`disable`).
+disk. A function patched into a jaxmlp module at run time (a test's ``monkeypatch.setattr``) is
+detected (:func:`patched`), and while it is there nothing is stored or loaded; a patched constant or
+registry is not: turn the store off for that (``enable_compilation_cache(..., store_programs=False)``
+or :func:`disable`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ import re
 import sys
 import tempfile
 import threading
+import types
+import zlib
 
 FORMAT = 1  # bump when what an entry holds changes
 
@@ -107,8 +111,8 @@ def describe(obj) -> str:
     if isinstance(obj, functools.partial):
         return (f"partial({describe(obj.func)};{describe(tuple(obj.args))};"
                 f"{describe(dict(obj.keywords))})")
-    if type(obj).__name__ == "PyTreeDef":  # a structure: its text, and its pickle (which names the node classes)
-        return f"treedef:{obj}:{hashlib.sha256(pickle.dumps(obj)).hexdigest()}"
+    if type(obj).__name__ == "PyTreeDef":
+        return f"treedef:{_treedef_text(obj)}"
     recipe = _recipes.get(id(obj))
     if recipe is not None and recipe[0] is obj:
         return f"optimizer:{recipe[1]}"
@@ -132,6 +136,16 @@ def describe(obj) -> str:
         fields = ",".join(f"{f.name}={describe(getattr(obj, f.name))}" for f in dataclasses.fields(obj))
         return f"{module}.{type(obj).__qualname__}({fields})"
     raise Undescribable(f"{type(obj).__name__} {obj!r:.80}")
+
+
+def _treedef_text(treedef) -> str:
+    """A structure's text and the hash of its pickle, which names the node classes by module (the text
+    names them by class name only); Undescribable when it does not pickle (a node class defined in a
+    function, say)."""
+    try:
+        return f"{treedef}:{hashlib.sha256(pickle.dumps(treedef)).hexdigest()}"
+    except Exception as e:
+        raise Undescribable(f"a pytree structure that does not pickle ({type(e).__name__})") from None
 
 
 @functools.lru_cache(maxsize=1)
@@ -199,11 +213,42 @@ def _argument_key(args) -> str:
             parts.append(((), type(leaf).__name__, True))
         else:
             raise Undescribable(f"an argument of type {type(leaf).__name__}")
-    return repr((str(treedef), hashlib.sha256(pickle.dumps(treedef)).hexdigest(), parts))
+    return repr((_treedef_text(treedef), parts))
+
+
+_LIBRARIES = frozenset({"jax", "jaxlib", "numpy", "optax", "chex", "ml_dtypes", "opt_einsum", "scipy"})
+
+
+def patched() -> str | None:
+    """The first function in a loaded jaxmlp module that jaxmlp's source did not put there, or None.
+
+    A function attribute of ``jaxmlp.m`` must be a module-level function of jaxmlp, or one imported
+    under its own name from a library jaxmlp uses or from Python's standard library. A lambda or a
+    test's function set there (``monkeypatch.setattr(backprop, "_output_delta", ...)``) is neither: the
+    source hash of (P1) would not see it, so no call is stored while it is there. (A patched constant
+    or container is not detected: turn the store off to patch those.)
+    """
+    for name, module in list(sys.modules.items()):
+        if name != "jaxmlp" and not name.startswith("jaxmlp."):
+            continue
+        for attr, value in list(vars(module).items()):
+            if not isinstance(value, types.FunctionType):
+                continue
+            home = value.__module__ or ""
+            root = home.split(".")[0]
+            own = getattr(sys.modules.get(home), value.__qualname__, None) is value
+            if not own or (root != "jaxmlp" and (attr != value.__name__ or not (
+                    root in _LIBRARIES or root in sys.stdlib_module_names))):
+                return f"{name}.{attr}"
+    return None
 
 
 def key(fn, static: dict, args: tuple, compiler_options: dict | None) -> str:
-    """(P1) for ``fn(*args, **static)`` compiled with ``compiler_options``."""
+    """(P1) for ``fn(*args, **static)`` compiled with ``compiler_options``; Undescribable while
+    :func:`patched` finds a function that jaxmlp's source did not put there."""
+    where = patched()
+    if where is not None:
+        raise Undescribable(f"{where} is not jaxmlp's own function (patched at run time)")
     text = repr((_process_environment(), _trace_context(), describe(fn), describe(dict(static)),
                  describe(dict(compiler_options or {})), _argument_key(args)))
     return hashlib.sha256(text.encode()).hexdigest()
@@ -255,14 +300,14 @@ def _load(path):
     from jax.experimental import serialize_executable
 
     with open(path, "rb") as f:
-        payload, in_tree, out_tree = pickle.load(f)
+        payload, in_tree, out_tree = pickle.loads(zlib.decompress(f.read()))
     return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
 
 
 def _write(path, compiled) -> None:
     from jax.experimental import serialize_executable
 
-    data = pickle.dumps(serialize_executable.serialize(compiled))
+    data = zlib.compress(pickle.dumps(serialize_executable.serialize(compiled)), 1)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
