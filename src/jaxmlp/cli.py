@@ -195,10 +195,13 @@ def _epochs_per_call(epochs, checkpoint_every=None) -> int:
 
 
 def _jitted(fn, **static):
+    """``jax.jit(partial(fn, **static))``, through jaxmlp's store of programs when the cache is on."""
     import jax
     from functools import partial
 
-    return jax.jit(partial(fn, **static))
+    from jaxmlp import programs
+
+    return partial(programs.call, fn, static, fallback=jax.jit(partial(fn, **static)))
 
 
 def _setup(key, *, sizes, init):
