@@ -33,6 +33,7 @@ def test_descriptions_are_exact_and_typed():
     assert d(1) != d(1.0) != d(True) and d("1") != d(1)
     assert d((1, 2)) != d([1, 2]) and d({"a": 1, "b": 2}) == d({"b": 2, "a": 1})
     assert d(jnp.float32) == d(np.dtype("float32")) != d(jnp.bfloat16)
+    assert d(np.float64(0.5)) != d(0.5)  # a strongly typed scalar in jax, unlike the Python float
     assert d(activations.relu) == d(activations.get("relu")) != d(activations.gelu)
     assert d(jaxmlp.loss_fn) == "fn:jaxmlp.mlp.loss_fn"
     assert d(functools.partial(jaxmlp.loss_fn, loss="ce")) != d(functools.partial(jaxmlp.loss_fn, loss="mse"))
@@ -47,6 +48,7 @@ def test_descriptions_are_exact_and_typed():
     pytest.param(optax.adam(1e-3), id="an optax optimizer"),
     pytest.param(optim.adam(lambda count: 1e-3), id="a schedule"),
     pytest.param(object(), id="an object"),
+    pytest.param(dict, id="a class (NumPy calls every class 'object')"),
 ])
 def test_what_has_no_description(thing):
     with pytest.raises(programs.Undescribable):

@@ -102,8 +102,8 @@ def describe(obj) -> str:
 
     if obj is None or isinstance(obj, (bool, int, str)):
         return f"{type(obj).__name__}:{obj!r}"
-    if isinstance(obj, float):
-        return f"float:{obj.hex()}"
+    if isinstance(obj, float):  # np.float64 too, under its own name: it is not weakly typed in jax
+        return f"{type(obj).__name__}:{obj.hex()}"
     if isinstance(obj, (tuple, list)) and not hasattr(obj, "_fields"):
         return f"{type(obj).__name__}({','.join(describe(o) for o in obj)})"
     if isinstance(obj, dict):
@@ -120,9 +120,11 @@ def describe(obj) -> str:
     if not (module == "jaxmlp" or module.startswith("jaxmlp.")):
         if isinstance(obj, (np.dtype, type)):  # dtypes and scalar types: jnp.float32, np.dtype("bfloat16"), ...
             try:  # (not any object with a .dtype: an array is not described by its dtype)
-                return f"dtype:{np.dtype(obj).name}"
+                dtype = np.dtype(obj)
             except TypeError:
-                pass
+                dtype = None
+            if dtype is not None and dtype.kind != "O":  # any other class is "object" to NumPy: no description
+                return f"dtype:{dtype.name}"
         raise Undescribable(f"{type(obj).__name__} {obj!r:.80}")
     if callable(obj) and getattr(sys.modules.get(module), getattr(obj, "__qualname__", ""), None) is obj:
         return f"fn:{module}.{obj.__qualname__}"  # a module-level jaxmlp function: its code is hashed
