@@ -4,18 +4,24 @@ K models, one shared minibatch X (B × n_0) per step, ReLU hidden layers, Adam. 
 in the same ``lax.scan`` harness as ``jax-optax-vmap`` so that only the step differs:
 
 - ``jaxmlp-vmap``: ``jax.vmap`` over K of the jaxmlp manual step (``backward`` + ``optim.adam``): the step
-  that :func:`jaxmlp.fit_ensemble` runs, without its per-epoch evaluation and permutation.
+  that :func:`jaxmlp.fit_ensemble` ran before it wrote Δᵀ out (below), without its per-epoch evaluation
+  and permutation.
 - ``folded``: the backward written for the stack. Weights are kept ``(K, n_in, n_out)``, so each
-  forward product is a batched "NN" matmul (``kbi,kio->kbo``), which XLA:CPU's YNNPACK fusion ran up to
-  1.5× faster than the "NT" ``A @ W.T`` of ``(K, n_out, n_in)`` weights in isolation. The first layer
-  folds K into the matmul's free dimension, since every model sees the same X: one
-  ``(B, n_0) @ (n_0, K·n_1)`` product forward and one ``(n_0, B) @ (B, K·n_1)`` for ∂L/∂W[1]. (XLA
-  already finds this folding by itself in ``jaxmlp-vmap``: its HLO has the same two GEMMs.) The
-  weight gradient ``Σ_b A[b,i] Δ[b,o]`` contracts the batch, the major axis of both operands; XLA:CPU
-  runs that batched "TN" product per matrix at 2.8 µs per model-step for the 64 × 32 layer, against
-  1.4 µs for writing A[l]ᵀ out first (an optimization barrier keeps XLA from folding the transpose
-  back) and an "NN" product. At K = 256 that took this step from 12.8 to 11.2 µs per model-step
-  measured alone; inside the suite's runs it varies between 12 and 15 µs with the machine's load.
+  forward product is a batched "NN" matmul (``kbi,kio->kbo``). The first layer folds K into the
+  matmul's free dimension, since every model sees the same X: one ``(B, n_0) @ (n_0, K·n_1)`` product
+  forward and one ``(n_0, B) @ (B, K·n_1)`` for ∂L/∂W[1]. (XLA already finds this folding by itself
+  under ``vmap``.) The weight gradient ``Σ_b A[b,i] Δ[b,o]`` contracts the batch, the major axis of
+  both operands; XLA:CPU runs that batched "TN" product per matrix (a plain ``dot`` thunk, not a
+  YNNPACK fusion), at twice the cost of writing one operand's transpose out first (an optimization
+  barrier keeps XLA from folding the transpose back) and an "NN" product.
+
+What the library took: :func:`jaxmlp.fit_ensemble` writes Δ[l]ᵀ (not A[l-1]ᵀ) out, so the "NN" product
+gives ∂L/∂W[l] directly in the library's ``(K, n_out, n_in)`` layout (for layers 2..L the same values,
+bit for bit, as ``vmap`` of ``backward``), and takes layer 1 of a shared minibatch as (X_bᵀ Δ[1])ᵀ,
+one product for all K. The ``(K, n_in, n_out)`` forward gained nothing: the 32 × 64 × 32 forward
+product costs the same "NT" or "NN" (about 1.1 µs per model-step, the largest single operation
+left), and the extra transposes cost more. ``python -m benchmarks.experimental profile 64 8`` lists
+where the time of ``fit_ensemble`` and ``expert-vmap`` goes, operation by operation.
 """
 
 from __future__ import annotations
@@ -125,7 +131,96 @@ def compare_with_experts(K: int = 64, epochs: int = 8, per_epoch: int = 128, rep
     return ratios
 
 
-if __name__ == "__main__":  # python -m benchmarks.experimental [K] [epochs]
-    import sys
+# ---- where the time goes: XLA's operations, one profile of each program ------------------------------------------
 
-    compare_with_experts(*(int(a) for a in sys.argv[1:3]))
+
+PROFILE_FLAGS = "--xla_cpu_enable_xprof_traceme=true --xla_dump_to={dump} --xla_dump_hlo_as_text"
+
+
+def _op_shapes(dump: str) -> dict:
+    """``{operation name: (shape, opcode)}`` of every optimized module XLA dumped into ``dump``."""
+    import glob
+    import re
+
+    shapes = {}
+    for path in glob.glob(f"{dump}/*after_optimizations.txt"):
+        module = path.split("/")[-1].split(".")[1]
+        for line in open(path):
+            m = re.match(r"\s*(?:ROOT )?%(\S+) = (\S+) ([\w-]+)\(", line)
+            if m:
+                shapes[(module, m.group(1))] = (m.group(2).split("{")[0], m.group(3))
+    return shapes
+
+
+def profile_ensemble(K: int = 64, epochs: int = 8, per_epoch: int = 128, min_us: float = 0.05, log=print) -> dict:
+    """Per-operation time of one ``fit_ensemble`` call and one ``expert-vmap`` call (the benches of
+    :func:`compare_with_experts`), in µs per model-step, from XLA:CPU's per-thunk trace events. An operation
+    run once per step (``per_epoch * epochs`` times) is the step's, the rest the epoch's (evaluation,
+    permutation, divergence check). Run in a fresh process: the flags must be set before jax starts
+    (``python -m benchmarks.experimental profile [K] [epochs]``). Lists the operations of at least ``min_us``;
+    returns ``{system: {"step": µs, "epoch": µs}}``, the sums over all operations. The trace's times are
+    wall-clock per operation: on 2 busy cores they include waiting, so compare them within one run."""
+    import collections
+    import glob
+    import os
+    import tempfile
+
+    from jax.profiler import ProfileData
+
+    from benchmarks.systems import expert_bench, jaxmlp_fit_ensemble
+    from benchmarks.suite import SEED
+
+    dump = os.environ.get("JAXMLP_PROFILE_DUMP")
+    if dump is None or "xla_cpu_enable_xprof_traceme" not in os.environ.get("XLA_FLAGS", ""):
+        raise RuntimeError("run as `python -m benchmarks.experimental profile`, which sets XLA_FLAGS first")
+    log(f"load average before: {os.getloadavg()}")
+    steps = K * epochs * per_epoch
+    out = {}
+    with jax.numpy_rank_promotion("allow"):
+        benches = [jaxmlp_fit_ensemble(SEED, K, epochs, per_epoch), expert_bench(SEED, K, epochs, per_epoch)]
+    for bench in benches:
+        jax.block_until_ready(bench.call())  # compiled (fit_ensemble compiles on its first call) and warm
+    shapes = _op_shapes(dump)
+    for bench in benches:
+        trace = tempfile.mkdtemp()
+        with jax.profiler.trace(trace):
+            jax.block_until_ready(bench.call())
+        total, count = collections.Counter(), collections.Counter()
+        for plane in ProfileData.from_file(glob.glob(f"{trace}/**/*.xplane.pb", recursive=True)[0]).planes:
+            for line in plane.lines:
+                for event in line.events:
+                    total[event.name] += event.duration_ns
+                    count[event.name] += 1
+        known = {name: shape for (module, name), shape in shapes.items()
+                 if ("ensemble" in module) == (bench.system != "expert-vmap")}
+        parts = collections.Counter()
+        log(f"== {bench.system}: µs per model-step, per operation (shape, opcode, runs)")
+        for name, ns in total.most_common():
+            if name not in known or known[name][1] == "while":
+                continue
+            part = "step" if count[name] >= epochs * per_epoch else "epoch"
+            parts[part] += ns / steps / 1e3
+            if ns / steps / 1e3 >= min_us:
+                log(f"  {ns / steps / 1e3:6.3f}  {part:5s} {known[name][0]:22s} {known[name][1]:8s} x{count[name]:<6d} {name}")
+        log(f"  total of the operations: step {parts['step']:.2f}, epoch {parts['epoch']:.2f}")
+        out[bench.system] = dict(parts)
+    log(f"load average after: {os.getloadavg()}")
+    return out
+
+
+if __name__ == "__main__":  # python -m benchmarks.experimental [profile] [K] [epochs]
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    args = sys.argv[1:]
+    if args[:1] == ["profile"]:
+        if "JAXMLP_PROFILE_DUMP" not in os.environ:  # rerun with the flags set before jax starts
+            dump = tempfile.mkdtemp()
+            env = dict(os.environ, JAXMLP_PROFILE_DUMP=dump,
+                       XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + PROFILE_FLAGS.format(dump=dump)).strip())
+            sys.exit(subprocess.call([sys.executable, "-m", "benchmarks.experimental", *args], env=env))
+        profile_ensemble(*(int(a) for a in args[1:3]))
+    else:
+        compare_with_experts(*(int(a) for a in args[:2]))
