@@ -31,3 +31,22 @@ def float_dtype(request):
             yield jnp.float64
     else:
         yield jnp.float32
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_home(tmp_path_factory):
+    """The CLI turns its cache on by default: in tests it goes to a directory of the session, not ~/.cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+    yield
+    patch.undo()
+
+
+@pytest.fixture(autouse=True)
+def _program_store_off_after_each_test():
+    """An in-process CLI test turns jaxmlp's store of programs on for the whole process, as the CLI does;
+    turn it off again, so that later tests (which count jit cache entries, say) see the ordinary path."""
+    yield
+    from jaxmlp import programs
+
+    programs.disable()
