@@ -307,11 +307,13 @@ def test_bad_sweeps_are_refused_before_compiling(kw, error, match):
 # --- the compiled program ----------------------------------------------------------------------------------------
 
 
-def compiled_text(shuffle):
+def compiled_text(shuffle, sizes=SIZES):
     """The optimized HLO of one epoch of the ensemble program (K = 3, batch 4, SGD)."""
     from jaxmlp import ensemble, train
 
     stack, x, y = problem()
+    if sizes != SIZES:
+        stack = jax.vmap(lambda k: init_mlp(k, sizes, init="xavier"))(jax.random.split(jax.random.key(1), K))
     factory = ensemble._Same(optim.sgd(0.1))
     config = train._Config(LOSS, ACTIVATION, None, "manual", BATCH, eval_chunk=N)
     key = jax.random.key(0) if shuffle == "shared" else jax.random.split(jax.random.key(0), K)
@@ -334,3 +336,17 @@ def test_shared_minibatch_makes_layer_1_one_matmul_for_all_models():
     for pattern in one_dot:
         assert re.search(pattern, shared), pattern
         assert not re.search(pattern, per_model), pattern
+
+
+@pytest.mark.parametrize("shuffle", ["shared", "per_model"])
+def test_no_weight_gradient_contracts_the_batch_axis_of_both_operands(shuffle):
+    """(B3) ∂L/∂W[l] = Δ[l]ᵀ A[l-1] under vmap: XLA:CPU runs a batched product that contracts axis 1 (the
+    minibatch) of both operands one matrix at a time, at twice the cost of the "NN" product of Δ[l]ᵀ
+    written out. None may be left but matrix-vector ones (a free dimension of 1: the output layer)."""
+    import re
+
+    text = compiled_text(shuffle, sizes=(3, 5, 4, 1))  # layer 2 is a 4 x 5 matrix
+    tn = re.findall(r"f32\[\d+,(\d+),(\d+)\]\{[0-9,]*\} dot\([^)]*\), lhs_batch_dims=\{0\}, "
+                    r"lhs_contracting_dims=\{1\}, rhs_batch_dims=\{0\}, rhs_contracting_dims=\{1\}", text)
+    assert tn, "the output layer's matrix-vector products are not found: the pattern is stale"
+    assert all("1" in (rows, cols) for rows, cols in tn), tn
