@@ -190,9 +190,9 @@ def _ensemble_metrics(params, x, y, step_metrics, config, n_models, group: int |
     ``group`` models at a time (a ``lax.map`` over the models, each on its own contiguous activations),
     2-3x faster on CPU than all K at once, whose layer 1 is one wide product followed by a transpose.
     The group's activations stay within ``GROUP_BUDGET`` numbers (a core's L2 cache here): one seed
-    model on 4096 examples at a time made ``fit_ensemble`` 0.80-0.84x the expert vmap instead of
-    0.92x with 8 (``EVAL_BUDGET``), with the other core busy. With ``group=None`` (the models sharded
-    over a mesh) all K at once, as ``vmap`` makes it."""
+    model on 4096 examples at a time made ``fit_ensemble`` 0.71x the expert vmap instead of 0.73x
+    with 8 (``train.EVAL_BUDGET``), and 0.89x instead of 0.92x on one core (see the README). With
+    ``group=None`` (the models sharded over a mesh) all K at once, as ``vmap`` makes it."""
     if config.metrics == "minibatch" or group is None:
         return jax.vmap(lambda p, m: train._epoch_metrics(p, x, y, m, config))(params, step_metrics)
     return jax.lax.map(lambda p: train._epoch_metrics(p, x, y, None, config), params,
