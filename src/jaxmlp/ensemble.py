@@ -18,8 +18,8 @@ Before anything compiles, one step of the factory's optimizer is traced (not run
 returns a GradientTransformation and that its updates or state depend on every name in
 ``hyperparams`` (a misspelt name, or one the optimizer ignores, is an error, not a silent no-op).
 
-Each epoch trains every model (one ``vmap`` of :func:`_train_epoch`, fit's epoch with the weight
-gradient (B3) laid out for batched products: Δ[l]ᵀ written out, then an "NN" product), then evaluates
+Each epoch trains every model (one ``vmap`` of fit's epoch, :func:`jaxmlp.train._train_epoch`, with the
+weight gradient (B3) laid out for batched products: Δ[l]ᵀ written out, then an "NN" product), then evaluates
 them on the whole training set (``metrics="full"``) a group of models at a time, so that each model's
 activations are contiguous; with ``metrics="minibatch"`` each model reports its steps' running mean.
 With ``shuffle="shared"`` every model sees the same minibatch X_b, and layer 1 of all K models is one
@@ -49,7 +49,6 @@ from jax.extend.core import Var
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxmlp import backprop, checkpoint, losses, mlp, optim, train
-from jaxmlp.shuffle import permutation
 from jaxmlp.types import Layer
 
 SHUFFLES = ("shared", "per_model")
@@ -238,40 +237,17 @@ def _loss_grads_output(config, shared_input: bool):
     return manual
 
 
-def _train_epoch(params, opt_state, key, x, y, *, optimizer, config, shared_input: bool):
-    """One epoch of one model: :func:`jaxmlp.train._train_epoch` (the same permutation of ``key``, the same
-    minibatches, (T1)-(T2) in the same order) with the (T1) of :func:`_loss_grads_output`."""
-    loss_grads_output = _loss_grads_output(config, shared_input)
-    N, B = x.shape[0], config.batch_size
-
-    def step(carry, rows):
-        params, opt_state = carry
-        batch = (x, y) if rows is None else (x[rows], y[rows])  # gathered one minibatch at a time, as fit does
-        value, grads, A_L, Y = loss_grads_output(params, *batch)  # (T1)
-        updates, opt_state = optimizer.update(grads, opt_state, params)  # (T2)
-        metrics = train._metrics(value, A_L, Y, config.loss) if config.metrics == "minibatch" else None
-        return (optim.apply_updates(params, updates), opt_state), metrics
-
-    key, k_perm = jax.random.split(key)
-    if B is None:  # one full-batch step
-        (params, opt_state), step_metrics = jax.lax.scan(
-            lambda c, _: step(c, None), (params, opt_state), None, length=1)
-    else:
-        rows = permutation(k_perm, N)[: (N // B) * B].reshape(N // B, B)  # partial batch dropped
-        (params, opt_state), step_metrics = jax.lax.scan(step, (params, opt_state), rows)
-    return params, opt_state, key, step_metrics
-
-
 def _ensemble_epochs(params, opt_state, key, good, ok, x, y, hyper, *, factory, config, n_epochs, per_model,
                      group):
-    """(E1)-(E2): each epoch, :func:`_train_epoch` of every model, ``vmap``-ed, then their metrics
+    """(E1)-(E2): each epoch, fit's :func:`jaxmlp.train._train_epoch` of every model with the (T1) of
+    :func:`_loss_grads_output`, ``vmap``-ed, then their metrics
     (:func:`_ensemble_metrics`) and the divergence check of :func:`jaxmlp.train._epochs`, per model."""
     K = ok.shape[0]
     key_axis = 0 if per_model else None
 
     def train_one(params, opt_state, key, h):
-        return _train_epoch(params, opt_state, key, x, y, optimizer=factory(h), config=config,  # (E1)
-                            shared_input=not per_model)
+        return train._train_epoch(params, opt_state, key, x, y, optimizer=factory(h), config=config,  # (E1)
+                                  loss_grads_output=_loss_grads_output(config, shared_input=not per_model))
 
     train_all = jax.vmap(train_one, in_axes=(0, 0, key_axis, 0), out_axes=(0, 0, key_axis, 0))
 

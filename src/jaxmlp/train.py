@@ -173,13 +173,14 @@ def _all_finite(tree):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
-def _train_epoch(params, opt_state, key, x, y, *, optimizer, config: _Config):
+def _train_epoch(params, opt_state, key, x, y, *, optimizer, config: _Config, loss_grads_output=None):
     """One epoch of (T1)-(T2): a permutation drawn from ``key``, then a ``lax.scan`` over its minibatches.
 
     Returns ``(params, opt_state, key, step_metrics)``, ``step_metrics`` the steps' own metrics (one entry
-    per step) with ``metrics="minibatch"``, else None. :func:`jaxmlp.fit_ensemble` ``vmap``-s this over models.
+    per step) with ``metrics="minibatch"``, else None. :func:`jaxmlp.fit_ensemble` ``vmap``-s this over models,
+    with its own ``loss_grads_output`` (T1) (default: :func:`_loss_grads_output` of ``config``).
     """
-    loss_grads_output = _loss_grads_output(config)
+    loss_grads_output = loss_grads_output or _loss_grads_output(config)
     N, B = x.shape[0], config.batch_size
 
     def minibatch(rows):
