@@ -205,11 +205,16 @@ def test_ordered_path_equals_autodiff(pair, float_dtype, monkeypatch):
     vmap over a stack of two models."""
     from jaxmlp import backprop
 
-    monkeypatch.setattr(backprop, "IN_ORDER_MIN", 1)
     params, x, y, kw = problem(pair, "random", float_dtype)
-    traced = jax.jit(partial(jaxmlp.backward, activation="tanh", **kw)).trace(params, x, y)
-    for platform, barriers in (("cpu", len(params) - 1), ("cuda", 0)):  # the path under test is CPU's
-        assert traced.lower(lowering_platforms=(platform,)).as_text().count("optimization_barrier") == barriers
+
+    def barriers(platform):
+        traced = jax.jit(partial(jaxmlp.backward, activation="tanh", **kw)).trace(params, x, y)
+        return traced.lower(lowering_platforms=(platform,)).as_text().count("optimization_barrier")
+
+    L = len(params)
+    assert (barriers("cpu"), barriers("cuda")) == (L, 0)  # (B3)'s Δ[l]ᵀ written out, on CPU only
+    monkeypatch.setattr(backprop, "IN_ORDER_MIN", 1)
+    assert (barriers("cpu"), barriers("cuda")) == (L + L - 1, 0)  # and now (B3) before (B2), layers 2..L
     assert_same_value_and_grads(*both_ways(params, x, y, activation="tanh", **kw), float_dtype)
     stack = jax.tree_util.tree_map(lambda leaf: jnp.stack([leaf, 2 * leaf]), params)
     vmapped = jax.jit(jax.vmap(partial(_both_ways, kw=dict(activation="tanh", **kw)), in_axes=(0, None, None)))

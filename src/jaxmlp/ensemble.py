@@ -198,25 +198,16 @@ def _ensemble_metrics(params, x, y, step_metrics, config, n_models, group: int |
                        batch_size=min(group, n_models))
 
 
-def _written_out(t):
-    """``t`` as an array of its own in memory: on CPU an optimization barrier, which keeps XLA from folding
-    a transpose back into the product that reads it; elsewhere ``t`` as is."""
-    return jax.lax.platform_dependent(t, cpu=jax.lax.optimization_barrier, default=lambda t: t)
-
-
 def _loss_grads_output(config, shared_input: bool):
-    """(T1) for one model of the stack, as :func:`jaxmlp.train._loss_grads_output` makes it for ``fit``, with
-    the weight gradient (B3) ∂L/∂W[l] = Δ[l]ᵀ A[l-1] laid out for XLA:CPU's batched products.
+    """(T1) for one model of the stack: :func:`jaxmlp.train._loss_grads_output`, fit's, except for layer 1's
+    weight gradient (B3) when every model sees the same minibatch X_b (``shared_input``).
 
-    Under ``vmap`` the product Δ[l]ᵀ A[l-1] contracts the batch, the major axis of both operands, and
-    XLA:CPU runs that batched "TN" product one matrix at a time, at about twice the cost of writing
-    Δ[l]ᵀ out first and taking an "NN" product (measured in benchmarks/experimental.py). Layer 1 of a
-    shared minibatch (``shared_input``: every model's A[0] is X_b) is (X_bᵀ Δ[1])ᵀ instead, one product
-    for all K models. Otherwise :func:`jaxmlp.backprop.backward_with_cache`: its forward pass and
-    (B1)-(B2), (B4); the products of (B3) are the same, only laid out otherwise (equal to rounding), and
-    there is no memory-ordering barrier (it matters for large layers only). ``grad="autodiff"`` is fit's
-    ``jax.grad``."""
-    if config.grad != "manual":
+    That product is then (X_bᵀ Δ[1])ᵀ: X_bᵀ (n₀ × B) times the K models' Δ[1] side by side (B × K·n₁),
+    one product for all K, where ``vmap`` of Δ[1]ᵀ X_b would make K small ones. The other layers are
+    :func:`jaxmlp.backprop.backward_with_cache`'s, Δ[l]ᵀ written out on CPU (its "Layout of (B3)":
+    under ``vmap`` XLA:CPU ran the batched "TN" product one matrix at a time, at about twice the cost).
+    The products are the same, laid out otherwise (equal to rounding)."""
+    if config.grad != "manual" or not shared_input:
         return train._loss_grads_output(config)
 
     def manual(params, x, y):
@@ -226,10 +217,10 @@ def _loss_grads_output(config, shared_input: bool):
         grads = []
         for l, (W, b) in enumerate(params, start=1):
             A_prev, D = cache.a[l - 1], delta[l].astype(cache.a[l - 1].dtype)
-            if l == 1 and shared_input:
+            if l == 1:
                 dW = (A_prev.T @ D).T  # (B3): (X_bᵀ Δ[1])ᵀ
             else:
-                dW = _written_out(D.T) @ A_prev  # (B3): Δ[l]ᵀ A[l-1], Δ[l]ᵀ written out
+                dW = backprop._written_out(D.T) @ A_prev  # (B3): Δ[l]ᵀ A[l-1], Δ[l]ᵀ written out
             db = jnp.sum(delta[l], axis=0)  # (B4)
             grads.append(Layer(W=dW.astype(W.dtype), b=db.astype(b.dtype)))
         return mlp.loss_from_cache(cache, Y, config.loss), type(params)(grads), cache.a[-1], Y
