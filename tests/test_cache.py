@@ -96,6 +96,10 @@ def test_cli_cache_on_by_default_and_no_cache_writes_nothing(flag, tmp_path):
         assert written == []
     else:
         assert written and all(p.startswith(os.path.join("xdg", "jaxmlp", "")) for p in written)
+        # In jaxmlp's store: the set-up, the optimizer's init, the epochs (2 calls of 1 epoch, one program)
+        # and the final metrics; under `python -m` too (the CLI's own functions are named from jaxmlp.cli).
+        stored = [p for p in written if p.startswith(os.path.join("xdg", "jaxmlp", "programs", ""))]
+        assert len(stored) == 4, stored
 
 
 def test_import_changes_no_jax_setting_and_imports_no_optional_dependency():

@@ -422,5 +422,7 @@ def main(argv=None) -> int:
     return args.run(args)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m jaxmlp.cli: run the module jaxmlp imports, not this __main__ copy of it,
+    from jaxmlp import cli  # whose functions jaxmlp's store of programs could not name (so would not store)
+
+    sys.exit(cli.main())
