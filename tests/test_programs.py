@@ -106,7 +106,8 @@ def _output_delta(*args):  # a test's function with the name of the one it repla
     return 0.0
 
 
-@pytest.mark.parametrize("replacement", [lambda *args: 0.0, _output_delta], ids=["lambda", "same-name function"])
+@pytest.mark.parametrize("replacement", [lambda *args: 0.0, _output_delta, jaxmlp.backprop._delta_below],
+                         ids=["lambda", "same-name function", "another jaxmlp function"])
 def test_a_patched_jaxmlp_function_stops_the_store(replacement, monkeypatch):
     """The source hash of (P1) cannot see a function set into a module at run time: no key while it is there."""
     from jaxmlp import backprop

@@ -224,9 +224,10 @@ _LIBRARIES = frozenset({"jax", "jaxlib", "numpy", "optax", "chex", "ml_dtypes", 
 def patched() -> str | None:
     """The first function in a loaded jaxmlp module that jaxmlp's source did not put there, or None.
 
-    A function attribute of ``jaxmlp.m`` must be a module-level function of jaxmlp, or one imported
-    under its own name from a library jaxmlp uses or from Python's standard library. A lambda or a
-    test's function set there (``monkeypatch.setattr(backprop, "_output_delta", ...)``) is neither: the
+    A function attribute of ``jaxmlp.m`` must be a module-level function, under its own name, of jaxmlp,
+    of a library jaxmlp uses or of Python's standard library (jaxmlp's source aliases none). A lambda,
+    a test's function, or another jaxmlp function set there (``monkeypatch.setattr(backprop,
+    "_output_delta", ...)``) is not: the
     source hash of (P1) would not see it, so no call is stored while it is there. (A patched constant
     or container is not detected: turn the store off to patch those.)
     """
@@ -239,8 +240,8 @@ def patched() -> str | None:
             home = value.__module__ or ""
             root = home.split(".")[0]
             own = getattr(sys.modules.get(home), value.__qualname__, None) is value
-            if not own or (root != "jaxmlp" and (attr != value.__name__ or not (
-                    root in _LIBRARIES or root in sys.stdlib_module_names))):
+            if not own or attr != value.__name__ or not (
+                    root == "jaxmlp" or root in _LIBRARIES or root in sys.stdlib_module_names):
                 return f"{name}.{attr}"
     return None
 
