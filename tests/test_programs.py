@@ -163,6 +163,7 @@ FIT = textwrap.dedent("""
     if sys.argv[3:] == ["jax-writes"]:  # as if jax's cache had kept the store's program (another jaxmlp did)
         import contextlib
         programs._jax_cache_writes_off = contextlib.nullcontext
+        programs._seen.clear(); programs.remember_modules()  # this is the code now, not a patch of it
     params, history = jaxmlp.fit(params, x, y, optimizer=opt, loss="bce", epochs=3, batch_size=16)
     print(json.dumps({"loss": history["loss"].tolist(), "W": np.asarray(params[0].W).tolist(),
                       "store": programs.stats()}))
@@ -236,3 +237,99 @@ def test_store_off_by_default_and_entries_private(tmp_path):
 
 def _compiled_tiny():
     return jax.jit(lambda v: v * 2).lower(jnp.ones(3)).compile()
+
+
+# ---------------------------------------------------------------- what a review found (each was a wrong or failed call)
+
+
+@pytest.mark.parametrize("patch", ["partial", "jit", "constant", "same name from another module"])
+def test_any_rebound_attribute_stops_the_store(patch, monkeypatch):
+    """A partial, a jit wrapper or a constant set into a module is not a plain function, but it changes
+    what is traced all the same (a partial-patched backward passed gradcheck from the intact program)."""
+    from jaxmlp import backprop, ensemble
+
+    replacement = {"partial": ("_output_delta", functools.partial(backprop._output_delta)),
+                   "jit": ("_output_delta", jax.jit(backprop._output_delta, static_argnums=(2, 3, 4))),
+                   "constant": ("IN_ORDER_MIN", 1),
+                   "same name from another module": None}[patch]
+    if replacement is None:
+        monkeypatch.setattr(train, "_loss_grads_output", ensemble._loss_grads_output)
+        where = "jaxmlp.train._loss_grads_output"
+    else:
+        monkeypatch.setattr(backprop, *replacement)
+        where = f"jaxmlp.backprop.{replacement[0]}"
+    assert programs.patched() == where
+    monkeypatch.undo()
+    assert programs.patched() is None
+
+
+def test_source_changed_on_disk_after_import_has_no_key(tmp_path):
+    """The code in memory is the code at import: after an edit on disk (a notebook kernel, an upgrade
+    while a job runs) neither the old nor the new hash describes it."""
+    import shutil
+
+    shutil.copytree(os.path.dirname(jaxmlp.__file__), tmp_path / "jaxmlp",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from jaxmlp import programs
+        assert programs.__file__.startswith({str(tmp_path)!r})
+        programs._source_hash()
+        with open({str(tmp_path / "jaxmlp" / "backprop.py")!r}, "a") as f:
+            f.write("# edited")
+        try:
+            programs._source_hash()
+        except programs.Undescribable as e:
+            print("refused:", e)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "refused: jaxmlp's source changed on disk" in result.stdout
+
+
+def test_unreadable_source_has_no_key(monkeypatch):
+    monkeypatch.setattr(programs, "_SOURCE", None)  # as for a zip import
+    with pytest.raises(programs.Undescribable, match="cannot be read"):
+        programs._source_hash()
+
+
+def test_an_optimizer_keeps_the_description_it_was_built_with():
+    """The optimizer cache returns the first object for equal arguments (0.1 == np.float64(0.1)): its
+    description must stay that of the arguments it was built from."""
+    first = optim.sgd(0.4321)
+    described = programs.describe(first)
+    assert optim.sgd(np.float64(0.4321)) is first and programs.describe(first) == described
+    assert "float:" in described
+    other = optim.sgd(np.float64(0.1234))
+    assert "float64:" in programs.describe(other)
+    assert optim.sgd(0.1234) is other and "float64:" in programs.describe(other)
+
+
+def test_calls_the_store_cannot_take_go_through_jit(tmp_path, monkeypatch):
+    """Traced arguments (inside an outer jit), a key that fails to compute, and jax's debug modes: the
+    caller's jit, as before the store existed."""
+    programs.enable(tmp_path)
+    params = jaxmlp.init_mlp(jax.random.key(0), [3, 4, 1])
+    state = jax.jit(lambda p: train._init_state(optim.adam(1e-3), p))(params)  # traced: no key
+    assert jax.tree.structure(state) == jax.tree.structure(optim.adam(1e-3).init(params))
+    before = programs.stats()
+    with jax.debug_nans(True):
+        with pytest.raises(FloatingPointError):
+            programs.call(jnp.log, {}, -jnp.ones(2), fallback=jax.jit(jnp.log))
+    assert programs.stats() == before  # not even a key was computed
+    monkeypatch.setattr(programs, "_argument_key", lambda args: 1 / 0)
+    assert programs.call(train._optimizer_init, {"optimizer": optim.adam(1e-3)}, params,
+                         fallback=functools.partial(train._compiled_init, optimizer=optim.adam(1e-3))) is not None
+    assert programs.stats()["skipped"] == before["skipped"] + 1
+
+
+def test_a_directory_others_can_write_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)
+    with pytest.warns(UserWarning, match="writable by others"):
+        programs.enable(shared)
+    assert programs.directory() is None
+    programs.enable(tmp_path / "mine")
+    assert programs.directory() == str(tmp_path / "mine") and os.stat(tmp_path / "mine").st_mode & 0o077 == 0

@@ -27,6 +27,9 @@ from jaxmlp.mlp import collapse_linear, forward, forward_with_cache, init_mlp, l
 from jaxmlp.ensemble import evaluate_ensemble, fit_ensemble
 from jaxmlp.train import TrainingDiverged, evaluate, fit
 from jaxmlp.types import Cache, Layer
+from jaxmlp import programs as _programs
+
+_programs.remember_modules()  # the store's reference for what a later patch rebinds
 
 __all__ = [
     "Cache",

@@ -198,21 +198,24 @@ def _memoized(constructor):
     it, so ``fit(..., optimizer=adam(1e-3))`` twice compiles once. A schedule is hashed by identity.
     Array hyperparameters (and dict masks) are not hashable and get a fresh optimizer each call.
     """
-    cached = functools.lru_cache(maxsize=256)(constructor)
-
-    @functools.wraps(constructor)
-    def build(*args, **kwargs):
-        try:
-            optimizer = cached(*args, **kwargs)
-        except TypeError as e:
-            if "unhashable" not in str(e):
-                raise
-            return constructor(*args, **kwargs)
-        try:  # how it was built, for jaxmlp's store of compiled programs (a schedule has no description)
+    @functools.lru_cache(maxsize=256)
+    def cached(*args, **kwargs):
+        optimizer = constructor(*args, **kwargs)
+        try:  # how it was built (from these very arguments: a later equal call, 0.1 == np.float64(0.1),
+            # returns this object), for jaxmlp's store of compiled programs; a schedule has no description
             programs.record(optimizer, f"{constructor.__qualname__}{programs.describe((args, kwargs))}")
         except programs.Undescribable:
             pass
         return optimizer
+
+    @functools.wraps(constructor)
+    def build(*args, **kwargs):
+        try:
+            return cached(*args, **kwargs)
+        except TypeError as e:
+            if "unhashable" not in str(e):
+                raise
+            return constructor(*args, **kwargs)
 
     return build
 

@@ -69,9 +69,19 @@ def directory():
 
 
 def enable(path) -> None:
-    """Keep programs in ``path`` (created if missing)."""
-    os.makedirs(path, exist_ok=True)
-    _state["dir"] = os.fspath(path)
+    """Keep programs in ``path`` (created if missing, mode 0700). A directory that another user owns, or that
+    others may write to, is refused with a warning: loading an entry runs it."""
+    path = os.fspath(path)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.stat(path)
+    if (hasattr(os, "getuid") and st.st_uid != os.getuid()) or st.st_mode & 0o022:
+        import warnings
+
+        warnings.warn(f"jaxmlp's program store stays off: {path} is writable by others or owned by another "
+                      f"user (mode {st.st_mode & 0o777:o}), and loading a program runs its code", stacklevel=3)
+        _state["dir"] = None
+        return
+    _state["dir"] = path
 
 
 def disable() -> None:
@@ -150,17 +160,46 @@ def _treedef_text(treedef) -> str:
         raise Undescribable(f"a pytree structure that does not pickle ({type(e).__name__})") from None
 
 
-@functools.lru_cache(maxsize=1)
-def _source_hash() -> str:
-    """SHA-256 over jaxmlp's own ``.py`` files, in sorted order."""
+def _source_files():
+    """``(directory, sorted names of jaxmlp's .py files, their (mtime, size))``; OSError when unreadable."""
     root = os.path.dirname(os.path.abspath(__file__))
-    digest = hashlib.sha256()
-    for name in sorted(os.listdir(root)):
-        if name.endswith(".py"):
+    names = tuple(sorted(n for n in os.listdir(root) if n.endswith(".py")))
+    return root, names, tuple((os.stat(os.path.join(root, n)).st_mtime_ns, os.path.getsize(os.path.join(root, n)))
+                              for n in names)
+
+
+def _snapshot_source():
+    """jaxmlp's source as it is when jaxmlp is imported: the files' stats and the SHA-256 of their text;
+    None when they cannot be read (a zip import, an install without .py files)."""
+    try:
+        root, names, stats = _source_files()
+        if "programs.py" not in names:
+            return None
+        digest = hashlib.sha256()
+        for name in names:
             digest.update(name.encode())
             with open(os.path.join(root, name), "rb") as f:
                 digest.update(f.read())
-    return digest.hexdigest()
+    except OSError:
+        return None
+    return names, stats, digest.hexdigest()
+
+
+_SOURCE = _snapshot_source()  # taken at import, with the code that this process runs
+
+
+def _source_hash() -> str:
+    """The SHA-256 of jaxmlp's source taken at import; Undescribable when it could not be read, or when a
+    file has changed on disk since (the code in memory is then neither the old files nor the new)."""
+    if _SOURCE is None:
+        raise Undescribable("jaxmlp's source files cannot be read (a zip import?)")
+    try:
+        _, names, stats = _source_files()
+    except OSError:
+        raise Undescribable("jaxmlp's source files cannot be read") from None
+    if (names, stats) != _SOURCE[:2]:
+        raise Undescribable("jaxmlp's source changed on disk since it was imported")
+    return _SOURCE[2]
 
 
 def _cpu_flags() -> str:
@@ -181,7 +220,7 @@ def _process_environment() -> str:
     import numpy as np
 
     devices = jax.devices()
-    return repr((FORMAT, _source_hash(), sys.version, np.__version__, jax.__version__, jaxlib.__version__,
+    return repr((FORMAT, sys.version, np.__version__, jax.__version__, jaxlib.__version__,
                  devices[0].client.platform_version, devices[0].platform,
                  tuple(d.device_kind for d in devices), jax.process_count(), os.environ.get("XLA_FLAGS", ""),
                  platform.machine(), _cpu_flags()))
@@ -205,6 +244,8 @@ def _argument_key(args) -> str:
     default = jax.devices()[0]
     parts = []
     for leaf in leaves:
+        if isinstance(leaf, jax.core.Tracer):
+            raise Undescribable("a traced argument (a call inside an outer jit, vmap or grad)")
         if isinstance(leaf, jax.Array):
             if leaf.sharding.device_set != {default}:
                 raise Undescribable(f"an argument placed on {leaf.sharding}")
@@ -221,6 +262,17 @@ def _argument_key(args) -> str:
 _LIBRARIES = frozenset({"jax", "jaxlib", "numpy", "optax", "chex", "ml_dtypes", "opt_einsum", "scipy"})
 
 
+_seen: dict = {}  # module name -> {attribute: value} when the store first saw the module
+
+
+def remember_modules() -> None:
+    """Note every attribute of every loaded jaxmlp module not seen before (jaxmlp's ``__init__`` calls this
+    once its modules are imported): :func:`patched` reports any that is later rebound."""
+    for name, module in list(sys.modules.items()):
+        if (name == "jaxmlp" or name.startswith("jaxmlp.")) and name not in _seen:
+            _seen[name] = dict(vars(module))
+
+
 def patched() -> str | None:
     """The first function in a loaded jaxmlp module that jaxmlp's source did not put there, or None.
 
@@ -231,6 +283,12 @@ def patched() -> str | None:
     source hash of (P1) would not see it, so no call is stored while it is there. (A patched constant
     or container is not detected: turn the store off to patch those.)
     """
+    remember_modules()
+    for name, attributes in _seen.items():  # anything rebound: a function, a partial, a jit, a constant
+        module = vars(sys.modules.get(name, types.ModuleType(name)))
+        for attr, value in attributes.items():
+            if module.get(attr, _seen) is not value:
+                return f"{name}.{attr}"
     for name, module in list(sys.modules.items()):
         if name != "jaxmlp" and not name.startswith("jaxmlp."):
             continue
@@ -252,7 +310,7 @@ def key(fn, static: dict, args: tuple, compiler_options: dict | None) -> str:
     where = patched()
     if where is not None:
         raise Undescribable(f"{where} is not jaxmlp's own function (patched at run time)")
-    text = repr((_process_environment(), _trace_context(), describe(fn), describe(dict(static)),
+    text = repr((_source_hash(), _process_environment(), _trace_context(), describe(fn), describe(dict(static)),
                  describe(dict(compiler_options or {})), _argument_key(args)))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -327,17 +385,26 @@ def call(fn, static: dict, *args, fallback, compiler_options: dict | None = None
     caller's own ``jax.jit`` of the same function (kept by the caller, so that jax's in-process cache
     and the persistent cache serve it as before)."""
     store = _state["dir"]
-    if store is None:
+    if store is None or _debugging():
         return fallback(*args)
     try:
         k = key(fn, static, args, compiler_options)
-    except Undescribable:
+    except Exception:  # Undescribable, or anything the key's reading of modules, files or arguments met
         _stats["skipped"] += 1
         return fallback(*args)
     program = _loaded.get(k)
     if program is None:  # two threads may both open a new key: the work is done twice, the result is the same
         program = _loaded[k] = _open(fn, static, args, compiler_options, os.path.join(store, k + ".xla"))
     return program(*args)
+
+
+def _debugging() -> bool:
+    """jax's ``debug_nans``, ``debug_infs`` or ``disable_jit`` is on: the caller's ``jax.jit`` honours them, a
+    loaded executable would not."""
+    from jax._src import config
+
+    return any(getattr(config, name).value for name in ("debug_nans", "debug_infs", "disable_jit")
+               if hasattr(config, name))
 
 
 def _open(fn, static, args, compiler_options, path):
