@@ -27,11 +27,19 @@ reads and loads it; in-process, loaded programs are kept in memory. An entry tha
 loaded is compiled afresh and rewritten.
 
 **What it trusts.** Loading an entry runs its machine code (and unpickles its argument structures):
-as for jax's cache, the directory must be writable by you only. A key covers the code as it is on
-disk. A function patched into a jaxmlp module at run time (a test's ``monkeypatch.setattr``) is
-detected (:func:`patched`), and while it is there nothing is stored or loaded; a patched constant or
-registry is not: turn the store off for that (``enable_compilation_cache(..., store_programs=False)``
-or :func:`disable`).
+as for jax's cache, the directory must be writable by you only; one that others can write to, or that
+another user owns, is refused. A key covers jaxmlp's code as it was on disk at import; nothing is
+stored or loaded
+
+- once a source file has changed on disk since (the code in memory is then neither version);
+- while any attribute of a jaxmlp module is rebound (:func:`patched`: a ``monkeypatch.setattr`` of a
+  function, a partial, a jit or a constant);
+- for traced arguments (a call inside an outer ``jit``), and under jax's ``debug_nans``,
+  ``debug_infs`` or ``disable_jit``;
+
+those calls go through the caller's ``jax.jit``, as does any call whose key cannot be computed. A
+container changed in place (a registry dict) is not detected: turn the store off for that
+(``enable_compilation_cache(..., store_programs=False)`` or :func:`disable`).
 """
 
 from __future__ import annotations
