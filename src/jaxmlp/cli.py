@@ -90,13 +90,14 @@ def _check_group(sizes, output, loss, kind, key, args, names):
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxmlp import gradcheck as gc, init_mlp, programs, verify
+    from jaxmlp import gradcheck as gc, init_mlp, verify
 
     # Cross-entropy needs at least two classes: widen a one-unit output layer to three.
     arch = sizes[:-1] + (3,) if loss == "ce" and sizes[-1] == 1 else sizes
     options = dict(names=names, output=output, loss=loss)
-    # A fresh jit per run, and jax's on-disk cache (when on) is keyed by the HLO: an edited backward recompiles.
-    checked = jax.jit(partial(_backward_and_kinks_any, **options), compiler_options=dict(GRADCHECK_XLA_OPTIONS))
+    # A fresh jit per run: jax's on-disk cache (when on) is keyed by the HLO, and jaxmlp's store refuses a
+    # patched or edited jaxmlp, so an edited backward recompiles.
+    checked = _jitted(_backward_and_kinks_any, compiler_options=GRADCHECK_XLA_OPTIONS, **options)
     rows = []
     with jax.enable_x64(True):  # a thread-local setting: each worker thread sets it
         for index, (activation, k) in enumerate(zip(names, jax.random.split(key, len(names)))):
@@ -105,8 +106,7 @@ def _check_group(sizes, output, loss, kind, key, args, names):
             x = jax.random.normal(k_x, (args.batch, arch[0]), jnp.float64)
             y = _targets(k_y, args.batch, arch[-1], kind)
             i = jnp.asarray(index, jnp.int32)
-            out, counts = programs.call(_backward_and_kinks_any, options, params, x, y, i, args.h, fallback=checked,
-                                        compiler_options=dict(GRADCHECK_XLA_OPTIONS))
+            out, counts = checked(params, x, y, i, args.h)
             fd_skip, near_kink = gc.kink_flags(np.asarray(counts))
             report = verify.check(partial(_loss_any, **options), lambda *_: out, params, (x, y, i), h=args.h,
                                   fd_skip=fd_skip, near_kink=near_kink, recheck=False,
@@ -194,14 +194,17 @@ def _epochs_per_call(epochs, checkpoint_every=None) -> int:
     return max(d for d in range(1, max(epochs // 4, 1) + 1) if epochs % d == 0)
 
 
-def _jitted(fn, **static):
-    """``jax.jit(partial(fn, **static))``, through jaxmlp's store of programs when the cache is on."""
+def _jitted(fn, *, compiler_options=(), **static):
+    """``jax.jit(partial(fn, **static))`` with XLA ``compiler_options`` (``(name, value)`` pairs), through
+    jaxmlp's store of programs when the cache is on."""
     import jax
     from functools import partial
 
     from jaxmlp import programs
 
-    return partial(programs.call, fn, static, fallback=jax.jit(partial(fn, **static)))
+    options = dict(compiler_options) or None
+    return partial(programs.call, fn, static, compiler_options=options,
+                   fallback=jax.jit(partial(fn, **static), compiler_options=options))
 
 
 def _setup(key, *, sizes, init):

@@ -282,14 +282,17 @@ def remember_modules() -> None:
 
 
 def patched() -> str | None:
-    """The first function in a loaded jaxmlp module that jaxmlp's source did not put there, or None.
+    """The first attribute of a loaded jaxmlp module that jaxmlp's source did not put there, or None.
 
-    A function attribute of ``jaxmlp.m`` must be a module-level function, under its own name, of jaxmlp,
-    of a library jaxmlp uses or of Python's standard library (jaxmlp's source aliases none). A lambda,
-    a test's function, or another jaxmlp function set there (``monkeypatch.setattr(backprop,
-    "_output_delta", ...)``) is not: the
-    source hash of (P1) would not see it, so no call is stored while it is there. (A patched constant
-    or container is not detected: turn the store off to patch those.)
+    Two checks, since the source hash of (P1) sees neither, and no call is stored while one fails:
+
+    - any attribute rebound since :func:`remember_modules` first saw its module (a function, a
+      partial, a jit, a constant: ``monkeypatch.setattr(backprop, "_output_delta", ...)``);
+    - for a module first seen after a patch, every function attribute must be a module-level function,
+      under its own name, of jaxmlp, of a library jaxmlp uses or of Python's standard library
+      (jaxmlp's source aliases none).
+
+    A container changed in place is not detected: turn the store off to patch one.
     """
     remember_modules()
     for name, attributes in _seen.items():  # anything rebound: a function, a partial, a jit, a constant
@@ -314,10 +317,10 @@ def patched() -> str | None:
 
 def key(fn, static: dict, args: tuple, compiler_options: dict | None) -> str:
     """(P1) for ``fn(*args, **static)`` compiled with ``compiler_options``; Undescribable while
-    :func:`patched` finds a function that jaxmlp's source did not put there."""
+    :func:`patched` finds an attribute that jaxmlp's source did not put there."""
     where = patched()
     if where is not None:
-        raise Undescribable(f"{where} is not jaxmlp's own function (patched at run time)")
+        raise Undescribable(f"{where} is not what jaxmlp's source put there (patched at run time)")
     text = repr((_source_hash(), _process_environment(), _trace_context(), describe(fn), describe(dict(static)),
                  describe(dict(compiler_options or {})), _argument_key(args)))
     return hashlib.sha256(text.encode()).hexdigest()
