@@ -1,4 +1,5 @@
-"""``python -m benchmarks [--quick] [--device cpu|gpu] [--out DIR] [--torch-threads N] [--first-result-only]``."""
+"""``python -m benchmarks [--quick] [--device cpu|gpu] [--out DIR] [--torch-threads N] [--first-result-only]
+[--compile-budget-only]``."""
 
 from __future__ import annotations
 
@@ -22,13 +23,17 @@ def main(argv=None) -> int:
                         help="only the 'time to first result' section (fresh processes; benchmarks/first_result.py)")
     parser.add_argument("--no-first-result", action="store_true", help="skip the 'time to first result' section")
     parser.add_argument("--no-gradcheck", action="store_true", help="time to first result without jaxmlp gradcheck")
+    parser.add_argument("--compile-budget-only", action="store_true",
+                        help="only fit's compile time, and its parts (fresh processes; benchmarks/compile_budget.py)")
+    parser.add_argument("--no-compile-budget", action="store_true", help="skip the compile budget section")
     args = parser.parse_args(argv)
     out = args.out or f"benchmarks/results/latest-{args.device}"
+    repeats = 1 if args.quick else 3
+    if args.compile_budget_only:
+        _compile_budget(out, repeats)
+        return 0
     if args.first_result_only:
-        from benchmarks import first_result
-
-        first_result.run(out, repeats=1 if args.quick else 3, gradcheck=not args.no_gradcheck)
-        print(f"wrote {out}/first_result.json")
+        _first_result(out, repeats, args)
         return 0
 
     from benchmarks import suite  # imports jax: after argparse, so --help is instant
@@ -42,11 +47,24 @@ def main(argv=None) -> int:
     result = suite.run_suite(p, args.device, out)
     print(f"wrote {out}/results.json and {len(result['plots'])} plots in {result['wall_s']:.0f} s")
     if not args.no_first_result:
-        from benchmarks import first_result
-
-        first_result.run(out, repeats=1 if args.quick else 3, gradcheck=not args.no_gradcheck)
-        print(f"wrote {out}/first_result.json")
+        _first_result(out, repeats, args)
     return 0
+
+
+def _first_result(out, repeats, args):
+    from benchmarks import first_result
+
+    first_result.run(out, repeats=repeats, gradcheck=not args.no_gradcheck)
+    print(f"wrote {out}/first_result.json")
+    if not args.no_compile_budget:
+        _compile_budget(out, repeats)
+
+
+def _compile_budget(out, repeats):
+    from benchmarks import compile_budget
+
+    compile_budget.run(out, repeats=repeats)
+    print(f"wrote {out}/compile_budget.json")
 
 
 if __name__ == "__main__":

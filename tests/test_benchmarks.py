@@ -177,3 +177,35 @@ def test_first_result_summary_medians_ratios_and_targets():
         "train cold <= 5 s": True}
     text = first_result.table(result)
     assert "jaxmlp fit call, warm cache" in text and "0.40" in text and "NOT met" not in text
+
+
+def test_compile_budget_measures_fits_own_program():
+    """The compile budget's program is the one fit compiles: run once, it gives fit's parameters and history,
+    bit for bit (the budget stops fit at train._run_epochs and compiles what it was about to run)."""
+    from benchmarks import compile_budget
+
+    import jaxmlp
+    from jaxmlp import datasets, optim
+
+    x, y, _, _ = (np.asarray(a) for a in datasets.load("digits", seed=0))
+    fn, args = compile_budget.fit_program(x, y)
+    params, _, _, _, metrics, _ = jax.jit(fn)(*args)
+    want, history = jaxmlp.fit(jaxmlp.init_mlp(jax.random.key(0), compile_budget.SIZES), x, y,
+                               optimizer=optim.adam(compile_budget.LR), key=jax.random.key(1), **compile_budget.JOB)
+    for got, ref in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(metrics["loss"], history["loss"])
+
+
+def test_compile_budget_ablation_takes_the_shuffle_out():
+    """'identity shuffle' traces fit's program with shuffle.permutation replaced (fewer fusion kernels), and
+    puts the real one back."""
+    from benchmarks import compile_budget
+
+    from jaxmlp import datasets, shuffle
+
+    x, y, _, _ = (np.asarray(a) for a in datasets.load("digits", seed=0))
+    permutation = shuffle.permutation
+    full, ablated = (compile_budget.measure(v, x, y) for v in ("fit", "identity shuffle"))
+    assert shuffle.permutation is permutation
+    assert ablated["fusions"] < full["fusions"] and full["compile_s"] > 0 and full["run_s"] > 0
