@@ -32,16 +32,17 @@ the load (0.8-0.9 s at load 1, 1.5 s at load 3), so the 1-minute load average is
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from functools import partial
 from pathlib import Path
+from unittest import mock
+
+from benchmarks import first_result
 
 JOB = dict(loss="ce", epochs=40, batch_size=64)
 SIZES = [64, 64, 32, 10]
@@ -68,16 +69,6 @@ def _capture(*args, **static):
     raise _Captured(args, static)
 
 
-@contextlib.contextmanager
-def _patched(module, name, value):
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
-
-
 def fit_program(x, y, *, sgd: bool = False, **fit_kw):
     """``(fn, args)``: the epochs program :func:`jaxmlp.fit` would compile for the job, as a function of its
     dynamic arguments (its static ones bound), and those arguments. Nothing is compiled for it or run."""
@@ -88,7 +79,7 @@ def fit_program(x, y, *, sgd: bool = False, **fit_kw):
 
     params = jaxmlp.init_mlp(jax.random.key(0), SIZES)
     optimizer = optim.sgd(LR) if sgd else optim.adam(LR)
-    with _patched(train, "_run_epochs", _capture):
+    with mock.patch.object(train, "_run_epochs", _capture):
         try:
             jaxmlp.fit(params, x, y, optimizer=optimizer, key=jax.random.key(1), **JOB, **fit_kw)
         except _Captured as captured:
@@ -106,7 +97,7 @@ def measure(variant: str, x, y) -> dict:
 
     fit_kw, sgd, identity_shuffle, options = VARIANTS[variant]
     identity = lambda key, n: jnp.arange(n, dtype=jnp.int32)
-    with _patched(shuffle, "permutation", identity if identity_shuffle else shuffle.permutation):
+    with mock.patch.object(shuffle, "permutation", identity if identity_shuffle else shuffle.permutation):
         fn, args = fit_program(x, y, sgd=sgd, **fit_kw)
         t0 = time.perf_counter()
         lowered = jax.jit(fn).lower(*args)
@@ -127,21 +118,19 @@ def measure(variant: str, x, y) -> dict:
 
 
 def _worker(variant: str) -> None:
+    import jax
     import numpy as np
 
     from jaxmlp import datasets
 
+    jax.config.update("jax_enable_compilation_cache", False)  # a cache set up in the environment would serve it
     x, y, _, _ = (np.asarray(a) for a in datasets.load("digits", seed=0))
     print(json.dumps(measure(variant, x, y)))
 
 
 def _fresh(variant: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    result = subprocess.run([sys.executable, "-m", "benchmarks.compile_budget", variant], capture_output=True,
-                            text=True, env=env, timeout=600)
-    if result.returncode:
-        raise RuntimeError(f"compile budget, {variant!r}, failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return first_result._python("import sys; from benchmarks.compile_budget import _worker; _worker(sys.argv[1])",
+                                variant)
 
 
 def run(out=None, *, repeats: int = 3, variants=tuple(VARIANTS), log=print) -> dict:
