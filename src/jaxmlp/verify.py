@@ -370,19 +370,19 @@ def _program(loss_fn, treedef, shapes, seed, static=(), fresh=False, compiler_op
     ``compiler_options``: XLA options as ``(name, value)`` pairs, part of the key too.
     """
     statics = dict(loss_fn=loss_fn, treedef=treedef, shapes=shapes, seed=seed, static=static)
-    compile = functools.partial(jax.jit, compiler_options=dict(compiler_options) or None)
+    options = dict(compiler_options) or None
+    jitted = jax.jit(functools.partial(_reference, **statics), compiler_options=options)  # nothing traced yet
     key = fn_key(loss_fn)
     if key is None:
-        return compile(functools.partial(_reference, **statics))
+        return jitted
     key = (key, treedef, shapes, seed, static, compiler_options)
     if fresh or key not in _PROGRAMS:
         if len(_PROGRAMS) >= _MAX_PROGRAMS:
             _PROGRAMS.pop(next(iter(_PROGRAMS)))
-        _PROGRAMS[key] = compile(functools.partial(_reference, **statics))
+        _PROGRAMS[key] = jitted
     if fresh:  # a recompile: loss_fn reads something that changed, which no stored program can know
         return _PROGRAMS[key]
-    return functools.partial(programs.call, _reference, statics, fallback=_PROGRAMS[key],
-                             compiler_options=dict(compiler_options) or None)
+    return functools.partial(programs.call, _reference, statics, fallback=_PROGRAMS[key], compiler_options=options)
 
 
 def _reference(flat, args, g_flat, leaf, coord, h, *, loss_fn, treedef, shapes, seed, static):
