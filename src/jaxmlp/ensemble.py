@@ -250,11 +250,11 @@ def _ensemble_epochs(params, opt_state, key, good, ok, x, y, hyper, *, factory, 
         ok = ok & finite
         good = jax.tree.map(lambda new, old: jnp.where(ok.reshape((K,) + (1,) * (new.ndim - 1)), new, old),
                             params, good)
-        return (params, opt_state, key, good, ok), (metrics, finite)
+        return (params, opt_state, key, good, ok), metrics
 
-    (params, opt_state, key, good, ok), (metrics, finite) = jax.lax.scan(
+    (params, opt_state, key, good, ok), metrics = jax.lax.scan(
         epoch, (params, opt_state, key, good, ok), None, length=n_epochs)
-    return params, opt_state, key, good, ok, metrics, finite  # metrics and finite: (n_epochs, K)
+    return params, opt_state, key, good, ok, metrics  # metrics: (n_epochs, K); ok: finite so far, (K,)
 
 
 _compiled_init = jax.jit(_init, static_argnames="factory")
@@ -336,7 +336,7 @@ def fit_ensemble(params_stack, x, y, *, optimizer=None, hyperparams=None, learni
     for epoch, n in train._calls(start, epochs, epochs_per_call, checkpoint_every):
         run = _program(_ensemble_epochs, _compiled_ensemble,
                        dict(factory=factory, config=config, n_epochs=n, per_model=per_model, group=group))
-        params, opt_state, keys, good, ok, metrics, _ = run(params, opt_state, keys, good, ok, x, y, hyper)
+        params, opt_state, keys, good, ok, metrics = run(params, opt_state, keys, good, ok, x, y, hyper)
         epoch += n
         chunks.append({k: np.asarray(v) for k, v in metrics.items()})  # (n, K)
         if train._checkpoint_due(checkpoint_dir, checkpoint_every, epoch, epochs):
