@@ -329,8 +329,8 @@ def fit_ensemble(params_stack, x, y, *, optimizer=None, hyperparams=None, learni
     static = dict(factory=factory)
     opt_state = _program(_init, _compiled_init, static)(params_stack, hyper)
     state = (params_stack, opt_state, jax.random.key_data(keys), params_stack, ok)
-    (params, opt_state, key_data, good, ok), start, past = train._resume(checkpoint_dir, state, STATE_NAMES,
-                                                                         epochs)
+    (params, opt_state, key_data, good, ok), start, past = train._resume(
+        checkpoint_dir, train._saved_epochs(checkpoint_dir), state, STATE_NAMES, epochs)
     keys = jax.random.wrap_key_data(jnp.asarray(key_data), impl=jax.random.key_impl(key))
     chunks = []
     for epoch, n in train._calls(start, epochs, epochs_per_call, checkpoint_every):

@@ -350,12 +350,16 @@ def _history(past: dict, chunks, start: int = 0) -> dict:
     return out
 
 
-def _resume(checkpoint_dir, state, names, epochs: int):
-    """``(state, start, past)``: the latest checkpoint in ``checkpoint_dir`` read into ``state``'s structure
-    (NumPy arrays, which the compiled program places as it does the run's own), its epoch and the history
-    it holds; ``(state, 0, {})`` when there is none. A checkpoint past ``epochs`` is a ValueError: the run
-    would return more epochs than it asks for."""
-    saved = [] if checkpoint_dir is None else checkpoint.steps(checkpoint_dir)
+def _saved_epochs(checkpoint_dir) -> list[int]:
+    """The epochs of the checkpoints in ``checkpoint_dir``, oldest first; [] for None."""
+    return [] if checkpoint_dir is None else checkpoint.steps(checkpoint_dir)
+
+
+def _resume(checkpoint_dir, saved, state, names, epochs: int):
+    """``(state, start, past)``: the latest checkpoint in ``checkpoint_dir`` (whose epochs are ``saved``, from
+    :func:`_saved_epochs`) read into ``state``'s structure (NumPy arrays, which the compiled program places
+    as it does the run's own), its epoch and the history it holds; ``(state, 0, {})`` when there is none.
+    A checkpoint past ``epochs`` is a ValueError: the run would return more epochs than it asks for."""
     if not saved:
         return state, 0, {}
     start = saved[-1]
@@ -441,10 +445,10 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
         _check_axis(mesh, "data", batch_size or jnp.shape(x)[0], "batch_size (or N, for full batch)")
         params, x, y = jax.device_put((params, x, y), NamedSharding(mesh, PartitionSpec()))
     # One compiled call and nothing to resume: the program makes the optimizer state itself (opt_state None).
-    fresh = len(list(_calls(0, epochs, epochs_per_call, checkpoint_every))) == 1 and not (
-        checkpoint_dir is not None and checkpoint.steps(checkpoint_dir))
+    saved = _saved_epochs(checkpoint_dir)
+    fresh = len(list(_calls(0, epochs, epochs_per_call, checkpoint_every))) == 1 and not saved
     state = (params, None if fresh else _init_state(optimizer, params), jax.random.key_data(key))
-    (params, opt_state, key_data), start, past = _resume(checkpoint_dir, state, STATE_NAMES, epochs)
+    (params, opt_state, key_data), start, past = _resume(checkpoint_dir, saved, state, STATE_NAMES, epochs)
     key = jax.random.wrap_key_data(jnp.asarray(key_data), impl=jax.random.key_impl(key))
     chunks = []
     for epoch, n in _calls(start, epochs, epochs_per_call, checkpoint_every):
