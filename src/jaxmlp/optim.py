@@ -69,8 +69,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-
-from jaxmlp import programs
+import numpy as np
 
 
 class GradientTransformation(NamedTuple):
@@ -191,39 +190,72 @@ def _times_minus_lr(learning_rate, count, direction):
     return jax.tree.map(lambda d: -learning_rate * d, direction)  # (O1)
 
 
-def _memoized(constructor):
-    """Return the same (immutable) optimizer for the same hashable hyperparameters.
+class _Bound:
+    """A pure function of the hyperparameters ``hp`` and the call's arguments, ``fn(hp, *args)``, compared
+    by value: two optimizers built from equal hyperparameters are equal and hash alike, so a program
+    compiled with one as a static argument (``jit``'s cache, as :func:`jaxmlp.fit` uses it) serves the other.
 
-    Compiled programs that take the optimizer as a static argument (:func:`jaxmlp.fit`) are cached on
-    it, so ``fit(..., optimizer=adam(1e-3))`` twice compiles once. A schedule is hashed by identity.
-    Array hyperparameters (and dict masks) are not hashable and get a fresh optimizer each call.
+    Hyperparameters compare by type and value (``0.1`` and ``np.float64(0.1)`` differ: jax types the
+    second strongly), containers element by element; anything else (an array, a schedule, a mask
+    callable) by identity, which is the only equality ``jit`` could rely on for it.
     """
-    @functools.lru_cache(maxsize=256)
-    def cached(*args, **kwargs):
-        optimizer = constructor(*args, **kwargs)
-        try:  # how it was built (from these very arguments: a later equal call, 0.1 == np.float64(0.1),
-            # returns this object), for jaxmlp's store of compiled programs; a schedule has no description
-            programs.record(optimizer, f"{constructor.__qualname__}{programs.describe((args, kwargs))}")
-        except programs.Undescribable:
-            pass
-        return optimizer
 
-    @functools.wraps(constructor)
-    def build(*args, **kwargs):
-        try:
-            return cached(*args, **kwargs)
-        except TypeError as e:
-            if "unhashable" not in str(e):
-                raise
-            return constructor(*args, **kwargs)
+    __slots__ = ("fn", "hp", "_key", "__weakref__")
 
-    return build
+    def __init__(self, fn, hp: dict):
+        self.fn, self.hp = fn, hp
+        self._key = (fn, _value_key(hp))
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(self.hp, *args, **kwargs)
+
+    def __eq__(self, other):
+        return type(other) is _Bound and self._key == other._key
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __repr__(self):
+        return f"{self.fn.__name__}({', '.join(f'{k}={v!r}' for k, v in self.hp.items())})"
+
+
+def _value_key(value):
+    """What :class:`_Bound` compares a hyperparameter by (see there)."""
+    if value is None or isinstance(value, (bool, int, float, complex, str, np.generic, np.dtype)):
+        return type(value), value
+    if isinstance(value, (tuple, list)):
+        return type(value), tuple(_value_key(v) for v in value)
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return dict, tuple((k, _value_key(value[k])) for k in sorted(value))
+    return "identity", id(value)  # the _Bound holds the object, so its id stays unique while compared
 
 
 # ---------------------------------------------------------------- GD and SGD
 
 
-@_memoized
+def _sgd_init(hp, params):
+    inner = EmptyState()
+    if hp["keeps_trace"]:
+        inner = TraceState(trace=jax.tree.map(
+            lambda p: jnp.zeros(jnp.shape(p), _state_dtype(hp["accumulator_dtype"], p)), params))
+    return ScheduleState(count=jnp.zeros([], jnp.int32), inner=inner) if callable(hp["learning_rate"]) else inner
+
+
+def _sgd_update(hp, grads, state, params=None, **extra_args):
+    scheduled = callable(hp["learning_rate"])
+    inner = state.inner if scheduled else state
+    direction = grads  # (O1)
+    if hp["keeps_trace"]:
+        mu = hp["momentum"]
+        trace = jax.tree.map(lambda g, tau: g + mu * tau, grads, inner.trace)  # (O2)
+        direction = jax.tree.map(lambda g, tau: g + mu * tau, grads, trace) if hp["nesterov"] else trace  # (O3)
+        inner = TraceState(trace=_cast_like(trace, inner.trace, "accumulator_dtype"))
+    if not scheduled:
+        return _times_minus_lr(hp["learning_rate"], None, direction), inner  # (O1)-(O3)
+    updates = _times_minus_lr(hp["learning_rate"], state.count, direction)  # (O1)-(O3) with η(c) (O10)
+    return updates, ScheduleState(count=_safe_increment(state.count), inner=inner)
+
+
 def sgd(learning_rate, momentum=None, nesterov=False, accumulator_dtype=None) -> GradientTransformation:
     """Stochastic gradient descent (O1), with momentum (O2) or Nesterov momentum (O3).
 
@@ -239,41 +271,9 @@ def sgd(learning_rate, momentum=None, nesterov=False, accumulator_dtype=None) ->
     _check_learning_rate(learning_rate)
     _check_dtype("accumulator_dtype", accumulator_dtype)
     keeps_trace = not (momentum is None or (isinstance(momentum, numbers.Real) and momentum == 0))
-
-    def init_constant(params):
-        if not keeps_trace:
-            return EmptyState()
-        return TraceState(trace=jax.tree.map(
-            lambda p: jnp.zeros(jnp.shape(p), _state_dtype(accumulator_dtype, p)), params))
-
-    def direction_and_state(grads, state):
-        """The direction d with u = -η d, and the new state, for a constant learning rate."""
-        if not keeps_trace:
-            return grads, state  # (O1)
-        trace = jax.tree.map(lambda g, tau: g + momentum * tau, grads, state.trace)  # (O2)
-        if nesterov:
-            direction = jax.tree.map(lambda g, tau: g + momentum * tau, grads, trace)  # (O3)
-        else:
-            direction = trace  # (O2)
-        return direction, TraceState(trace=_cast_like(trace, state.trace, "accumulator_dtype"))
-
-    if not callable(learning_rate):
-
-        def update(grads, state, params=None, **extra_args):
-            direction, state = direction_and_state(grads, state)
-            return _times_minus_lr(learning_rate, None, direction), state  # (O1)-(O3)
-
-        return GradientTransformation(init_constant, update)
-
-    def init_scheduled(params):
-        return ScheduleState(count=jnp.zeros([], jnp.int32), inner=init_constant(params))
-
-    def update_scheduled(grads, state, params=None, **extra_args):
-        direction, inner = direction_and_state(grads, state.inner)
-        updates = _times_minus_lr(learning_rate, state.count, direction)  # (O1)-(O3) with η(c) (O10)
-        return updates, ScheduleState(count=_safe_increment(state.count), inner=inner)
-
-    return GradientTransformation(init_scheduled, update_scheduled)
+    hp = dict(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov,
+              accumulator_dtype=accumulator_dtype, keeps_trace=keeps_trace)
+    return GradientTransformation(_Bound(_sgd_init, hp), _Bound(_sgd_update, hp))
 
 
 def gd(learning_rate, momentum=None, nesterov=False, accumulator_dtype=None) -> GradientTransformation:
@@ -284,6 +284,49 @@ def gd(learning_rate, momentum=None, nesterov=False, accumulator_dtype=None) -> 
 # ---------------------------------------------------------------- Adam, NAdam, AdamW
 
 
+def _adam_init(hp, params):
+    # Two separate zero trees: sharing one buffer for m and v would stop XLA from donating the state.
+    mu = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _state_dtype(hp["mu_dtype"], p)), params)
+    nu = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _wide(jnp.result_type(p))), params)
+    return AdamState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
+
+
+def _adam_update(hp, grads, state, params=None, **extra_args):
+    b1, b2, eps, weight_decay = hp["b1"], hp["b2"], hp["eps"], hp["weight_decay"]
+    decays = weight_decay is not None and not (isinstance(weight_decay, numbers.Real) and weight_decay == 0)
+    if decays and params is None:
+        raise ValueError("adamw's update needs params: the decay λθ of (O9) is built from them; call "
+                         "update(grads, state, params)")
+    # Arithmetic in at least float32 (a no-op cast unless a dtype is float16 or bfloat16).
+    wide = jax.tree.map(lambda g, m: _wide(g.dtype, m.dtype), grads, state.mu)
+    g_w = jax.tree.map(lambda g, w: g.astype(w), grads, wide)
+    mu = jax.tree.map(lambda g, m: (1 - b1) * g + b1 * m.astype(g.dtype), g_w, state.mu)  # (O4) 1st moment
+    nu = jax.tree.map(lambda g, v: (1 - b2) * _abs_sq(g) + b2 * v, g_w, state.nu)  # (O4) 2nd moment
+    count = _safe_increment(state.count)  # (O5) step count
+    c1, c2 = 1 - b1**count, 1 - b2**count  # (O6): 1 - β₁ᵗ, 1 - β₂ᵗ
+    if hp["nesterov"]:
+        c1_next = 1 - b1**_safe_increment(count)  # (O8): 1 - β₁ᵗ⁺¹
+        mu_hat = jax.tree.map(  # (O8) Nesterov's look-ahead momentum
+            lambda m, g: b1 * (m / c1_next.astype(m.dtype)) + (1 - b1) * (g / c1.astype(g.dtype)), mu, g_w)
+    else:
+        mu_hat = jax.tree.map(lambda m: m / c1.astype(m.dtype), mu)  # (O6) bias correction
+    nu_hat = jax.tree.map(lambda v: v / c2.astype(v.dtype), nu)  # (O6) bias correction
+    direction = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu_hat, nu_hat)  # (O7)
+    if decays:
+        lam = weight_decay(state.count) if callable(weight_decay) else weight_decay  # λ, or λ(c) (O10)
+        mask = hp["mask"]
+        keep = mask(params) if callable(mask) else mask
+        add = lambda d, p: d + lam * p.astype(d.dtype)  # (O9) decoupled weight decay
+        if keep is None:
+            direction = jax.tree.map(add, direction, params)
+        else:  # a pytree of bools like params (or a prefix of it): decay where True
+            direction = jax.tree.map(lambda k, d, p: jax.tree.map(add, d, p) if k else d, keep, direction, params)
+    updates = _times_minus_lr(hp["learning_rate"], state.count, direction)  # (O7), (O9); η(t - 1) (O10)
+    # Back to g's dtype. A complex mu_dtype for real θ makes u complex, its imaginary part exactly 0.
+    updates = jax.tree.map(lambda u, g: (u if jnp.iscomplexobj(g) else jnp.real(u)).astype(g.dtype), updates, grads)
+    return updates, AdamState(count=count, mu=_cast_like(mu, state.mu, "mu_dtype"), nu=_cast_like(nu, state.nu))
+
+
 def _adam(learning_rate, b1, b2, eps, weight_decay, mask, nesterov, mu_dtype) -> GradientTransformation:
     """Adam (O4)-(O7), NAdam (O8) with ``nesterov``, AdamW (O9) when ``weight_decay`` is not None."""
     _check_learning_rate(learning_rate)
@@ -292,51 +335,11 @@ def _adam(learning_rate, b1, b2, eps, weight_decay, mask, nesterov, mu_dtype) ->
     _check_nonnegative("eps", eps, "it keeps (O7)'s denominator away from 0 (default 1e-8)")
     _check_nonnegative("weight_decay", weight_decay, "it is λ of (O9), pulling θ towards 0 (default 1e-4)")
     _check_dtype("mu_dtype", mu_dtype)
-    decays = weight_decay is not None and not (isinstance(weight_decay, numbers.Real) and weight_decay == 0)
-
-    def init(params):
-        # Two separate zero trees: sharing one buffer for m and v would stop XLA from donating the state.
-        mu = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _state_dtype(mu_dtype, p)), params)
-        nu = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _wide(jnp.result_type(p))), params)
-        return AdamState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
-
-    def update(grads, state, params=None, **extra_args):
-        if decays and params is None:
-            raise ValueError("adamw's update needs params: the decay λθ of (O9) is built from them; call "
-                             "update(grads, state, params)")
-        # Arithmetic in at least float32 (a no-op cast unless a dtype is float16 or bfloat16).
-        wide = jax.tree.map(lambda g, m: _wide(g.dtype, m.dtype), grads, state.mu)
-        g_w = jax.tree.map(lambda g, w: g.astype(w), grads, wide)
-        mu = jax.tree.map(lambda g, m: (1 - b1) * g + b1 * m.astype(g.dtype), g_w, state.mu)  # (O4) 1st moment
-        nu = jax.tree.map(lambda g, v: (1 - b2) * _abs_sq(g) + b2 * v, g_w, state.nu)  # (O4) 2nd moment
-        count = _safe_increment(state.count)  # (O5) step count
-        c1, c2 = 1 - b1**count, 1 - b2**count  # (O6): 1 - β₁ᵗ, 1 - β₂ᵗ
-        if nesterov:
-            c1_next = 1 - b1**_safe_increment(count)  # (O8): 1 - β₁ᵗ⁺¹
-            mu_hat = jax.tree.map(  # (O8) Nesterov's look-ahead momentum
-                lambda m, g: b1 * (m / c1_next.astype(m.dtype)) + (1 - b1) * (g / c1.astype(g.dtype)), mu, g_w)
-        else:
-            mu_hat = jax.tree.map(lambda m: m / c1.astype(m.dtype), mu)  # (O6) bias correction
-        nu_hat = jax.tree.map(lambda v: v / c2.astype(v.dtype), nu)  # (O6) bias correction
-        direction = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu_hat, nu_hat)  # (O7)
-        if decays:
-            lam = weight_decay(state.count) if callable(weight_decay) else weight_decay  # λ, or λ(c) (O10)
-            keep = mask(params) if callable(mask) else mask
-            add = lambda d, p: d + lam * p.astype(d.dtype)  # (O9) decoupled weight decay
-            if keep is None:
-                direction = jax.tree.map(add, direction, params)
-            else:  # a pytree of bools like params (or a prefix of it): decay where True
-                direction = jax.tree.map(
-                    lambda k, d, p: jax.tree.map(add, d, p) if k else d, keep, direction, params)
-        updates = _times_minus_lr(learning_rate, state.count, direction)  # (O7), (O9); η(t - 1) (O10)
-        # Back to g's dtype. A complex mu_dtype for real θ makes u complex, its imaginary part exactly 0.
-        updates = jax.tree.map(lambda u, g: (u if jnp.iscomplexobj(g) else jnp.real(u)).astype(g.dtype), updates, grads)
-        return updates, AdamState(count=count, mu=_cast_like(mu, state.mu, "mu_dtype"), nu=_cast_like(nu, state.nu))
-
-    return GradientTransformation(init, update)
+    hp = dict(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=mask,
+              nesterov=nesterov, mu_dtype=mu_dtype)
+    return GradientTransformation(_Bound(_adam_init, hp), _Bound(_adam_update, hp))
 
 
-@_memoized
 def adam(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, *, mu_dtype=None, nesterov=False) -> GradientTransformation:
     """Adam (O4)-(O7), or NAdam (O8) with ``nesterov=True``.
 
@@ -352,7 +355,6 @@ def adam(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, *, mu_dtype=None, neste
     return _adam(learning_rate, b1, b2, eps, None, None, nesterov, mu_dtype)
 
 
-@_memoized
 def adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4, mask=None, *, nesterov=False,
           mu_dtype=None) -> GradientTransformation:
     """AdamW (O9): Adam with decoupled weight decay λ = ``weight_decay``; NAdamW with ``nesterov=True``.
