@@ -6,7 +6,7 @@ first result" section)
 The job is that section's: digits, [64, 64, 32, 10] with ReLU, Adam at 3e-3, batch 64, 40 epochs,
 softmax cross-entropy. Each variant runs in a **fresh process** (``python -m benchmarks.compile_budget
 VARIANT``): nothing compiled before it, no compilation cache. The process calls :func:`jaxmlp.fit` and
-stops it where it would run its epochs program (``train._run_epochs``), so the program measured is the
+stops it where it would run its epochs program (``train._compiled_epochs``), so the program measured is the
 one ``fit`` builds, arguments and static configuration included; then it times
 
 - ``lower``: tracing and lowering to StableHLO, ``jax.jit(...).lower(...)``;
@@ -79,13 +79,14 @@ def fit_program(x, y, *, sgd: bool = False, **fit_kw):
 
     params = jaxmlp.init_mlp(jax.random.key(0), SIZES)
     optimizer = optim.sgd(LR) if sgd else optim.adam(LR)
-    with mock.patch.object(train, "_run_epochs", _capture):
+    with mock.patch.object(train, "_compiled_epochs", _capture):
         try:
             jaxmlp.fit(params, x, y, optimizer=optimizer, key=jax.random.key(1), **JOB, **fit_kw)
         except _Captured as captured:
             args, static = captured.args
             return partial(train._epochs, **static), args
-    raise RuntimeError("fit returned without calling train._run_epochs: this measurement no longer sees fit's program")
+    raise RuntimeError("fit returned without calling train._compiled_epochs: this measurement no longer sees fit's "
+                       "program")
 
 
 def measure(variant: str, x, y) -> dict:

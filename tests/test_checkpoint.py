@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from _trees import assert_trees_equal
+
 from jaxmlp import checkpoint, fit, init_mlp, optim
 from jaxmlp.optim import AdamState
 from jaxmlp.types import Layer

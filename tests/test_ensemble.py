@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from _trees import assert_trees_equal, max_rel
+
 from jaxmlp import TrainingDiverged, evaluate, evaluate_ensemble, fit, fit_ensemble, init_mlp, optim
 
 N, SIZES, ACTIVATION, LOSS, BATCH, EPOCHS, SEED = 10, (3, 5, 1), "tanh", "mse", 4, 3, 7
@@ -309,17 +309,16 @@ def test_bad_sweeps_are_refused_before_compiling(kw, error, match):
 
 def compiled_text(shuffle, sizes=SIZES):
     """The optimized HLO of one epoch of the ensemble program (K = 3, batch 4, SGD)."""
-    from jaxmlp import ensemble, train
+    from jaxmlp import ensemble, loop
 
     stack, x, y = problem()
     if sizes != SIZES:
         stack = jax.vmap(lambda k: init_mlp(k, sizes, init="xavier"))(jax.random.split(jax.random.key(1), K))
     factory = ensemble._Same(optim.sgd(0.1))
-    config = train._Config(LOSS, ACTIVATION, None, "manual", BATCH, eval_chunk=N)
+    config = loop.Config(LOSS, ACTIVATION, None, "manual", BATCH, eval_chunk=N)
     key = jax.random.key(0) if shuffle == "shared" else jax.random.split(jax.random.key(0), K)
-    opt_state = ensemble._init(stack, {}, factory=factory)
-    lowered = ensemble._compiled_ensemble.lower(stack, opt_state, key, stack, jnp.ones((K,), bool), x, y, {},
-                                                factory=factory, config=config, n_epochs=1,
+    carry = loop.Carry(stack, ensemble._init(stack, {}, factory=factory), key, stack, jnp.ones((K,), bool))
+    lowered = ensemble._compiled_ensemble.lower(carry, x, y, {}, factory=factory, config=config, n_epochs=1,
                                                 per_model=shuffle == "per_model", group=K)
     return lowered.compile().as_text()
 

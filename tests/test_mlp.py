@@ -11,7 +11,7 @@ from jax.flatten_util import ravel_pytree
 
 import jaxmlp
 from jaxmlp import activations
-from jaxmlp.types import Cache, Layer
+from jaxmlp.types import ForwardPass, Layer
 
 SIZES = [3, 5, 4, 3]  # the shapes of test_backprop.py and test_checks.py: compiled ops are reused
 B = 5
@@ -66,7 +66,7 @@ def test_forward_with_cache_indexing(batched):
     lead = (B,) if batched else ()
     out, cache = jaxmlp.forward_with_cache(params, x, activation="relu", output_activation="softmax")
     L = len(params)
-    assert isinstance(cache, Cache) and len(cache.z) == len(cache.a) == L + 1
+    assert isinstance(cache, ForwardPass) and len(cache.z) == len(cache.a) == L + 1
     assert cache.z[0] is None  # z[0] does not exist
     np.testing.assert_array_equal(cache.a[0], x)  # a[0] = x
     np.testing.assert_array_equal(cache.a[L], out)

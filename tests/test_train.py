@@ -15,10 +15,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
-from jaxmlp import TrainingDiverged, backward, datasets, evaluate, fit, fit_ensemble, forward, init_mlp, loss_fn, optim
 from _trees import assert_trees_equal, max_rel
-from jaxmlp import train
+
+from jaxmlp import (
+    TrainingDiverged,
+    backward,
+    datasets,
+    evaluate,
+    evaluation,
+    fit,
+    fit_ensemble,
+    forward,
+    init_mlp,
+    loss_fn,
+    optim,
+    train,
+)
 from jaxmlp.shuffle import permutation
 
 # The shared small problem: N examples, widths SIZES, a tanh MLP regressed with MSE.
@@ -352,9 +364,9 @@ def test_chunked_evaluation_inside_fit_equals_one_chunk(ensemble, monkeypatch, p
         stack, _, one_chunk = run_ensemble(jnp.float32, LEARNING_RATES)
     else:
         one_chunk = sgd32[1]
-    monkeypatch.setattr(train, "EVAL_BUDGET", 1)
-    monkeypatch.setattr(train, "EVAL_MIN_CHUNK", 3)
-    assert train._eval_chunk(params) == 3
+    monkeypatch.setattr(evaluation, "CHUNK_BUDGET", 1)
+    monkeypatch.setattr(evaluation, "MIN_CHUNK", 3)
+    assert evaluation.chunk_size(params) == 3
     if ensemble:
         chunked = fit_ensemble(stack, x, y, learning_rates=LEARNING_RATES, loss=LOSS, activation=ACTIVATION,
                                epochs=EPOCHS, batch_size=BATCH, key=jax.random.key(SEED))[1]
@@ -571,14 +583,14 @@ def test_manual_and_autodiff_training_agree_on_xor_in_float64(x64):
 @pytest.mark.parametrize("loss", ["ce", "mse"])
 def test_chunked_epoch_evaluation_equals_evaluate(x64, n, loss):
     """fit's per-epoch metrics may be evaluated in chunks (here of 256); the recombined means are exact."""
-    from jaxmlp.train import _evaluate_in_chunks
+    from jaxmlp.evaluation import evaluate_in_chunks
 
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((n, 4)))
     y = jnp.asarray(rng.integers(0, 3, n), jnp.int32) if loss == "ce" else jnp.asarray(rng.standard_normal((n, 3)))
     params = init_mlp(jax.random.key(0), [4, 6, 3], dtype=jnp.float64)
     whole = evaluate(params, x, y, loss=loss, activation="tanh")
-    chunked = _evaluate_in_chunks(params, x, y, 256, loss=loss, activation="tanh")
+    chunked = evaluate_in_chunks(params, x, y, 256, loss=loss, activation="tanh")
     assert set(chunked) == set(whole)
     for k in whole:
         np.testing.assert_allclose(chunked[k], whole[k], rtol=1e-12)

@@ -33,16 +33,14 @@ only multiply and *sum*, so the batch sums of (B3)-(B4) are already the gradient
 The fused forms (B1-bce), (B1-ce) are where the sigmoid's σ(1-σ) and the softmax Jacobian cancel
 against the log of the cross-entropy; they avoid ever forming ∂L/∂a = -y/a, which overflows.
 
-**Order of evaluation.** :func:`backward` uses each Δ[l] for (B3)-(B4) before (B2) makes Δ[l-1]
-(:func:`_in_order`), so that A[l-1], last used by (B3), is freed in time for Δ[l-1] to take its buffer.
-Only where A[l-1] has at least ``IN_ORDER_MIN`` numbers: for small layers the memory does not matter,
-and the barrier that fixes the order cost 7 % of a step of 256 vmapped seed MLPs.
+**Order of evaluation.** Where A[l-1] is large (at least ``IN_ORDER_MIN`` numbers), :func:`backward` makes
+(B3)-(B4) of layer l before (B2) makes Δ[l-1] (:func:`_in_order`), so that A[l-1], last read by (B3),
+is freed in time for Δ[l-1] to take its buffer; XLA:CPU's scheduler otherwise keeps one more
+activation-sized buffer alive. Small layers are left to the scheduler.
 
-**Layout of (B3).** Δ[l]ᵀ A[l-1] contracts the batch, the major axis of both operands (a "TN" product).
-XLA:CPU ran that product at about twice the cost of writing Δ[l]ᵀ out first and taking an "NN" product,
-so on CPU Δ[l]ᵀ is written out (:func:`_written_out`): ``fit`` on the seed MLP went from 0.70-0.76x to
-0.61-0.62x the expert's ``jax.grad`` + optax scan (``python -m benchmarks.experimental 64 8``, A/B runs
-alternated at load 1.3-1.5). The values are the same products, summed in another order (equal to rounding).
+**Layout of (B3).** ``grads_from_forward`` takes the product of (B3) as an argument, ``weight_grad(l, Δ[l],
+A[l-1])``, default Δ[l]ᵀ A[l-1]: training code that runs many steps of one shape may lay it out
+otherwise for its compiler (:mod:`jaxmlp.loop`, :mod:`jaxmlp.ensemble`); the values are the same sums.
 
 **Per-example gradients.** With the per-example loss ℓ_b (n = C for MSE/BCE, n = 1 for CE), the same
 recursion gives every example's δ at once, and (B3) becomes the outer product per row,
@@ -55,13 +53,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxmlp import losses
-from jaxmlp.mlp import loss_from_cache, prepare
-from jaxmlp.types import Cache, Layer
+from jaxmlp.mlp import loss_from_forward, prepare
+from jaxmlp.types import ForwardPass, Layer
 
 
-def _output_delta(cache: Cache, Y, sigma_out, loss: str, per_example: bool):
+def _output_delta(fp: ForwardPass, Y, sigma_out, loss: str, per_example: bool):
     """Δ[L] = ∂L/∂Z[L] (B1), with the 1/n of the mean written here and nowhere else."""
-    Z_L, A_L = cache.z[-1], cache.a[-1]
+    Z_L, A_L = fp.z[-1], fp.a[-1]
     B, C = A_L.shape
     if loss == "ce":
         n = 1 if per_example else B
@@ -72,48 +70,59 @@ def _output_delta(cache: Cache, Y, sigma_out, loss: str, per_example: bool):
     return (2.0 / n) * (A_L - Y) * sigma_out.grad(Z_L)  # (B1-mse)
 
 
-def _delta_below(params, cache: Cache, delta_above, l: int, sigma):
+def _delta_below(params, fp: ForwardPass, delta_above, l: int, sigma):
     """(B2): Δ[l] from Δ[l+1]."""
-    dtype = cache.a[l].dtype  # the compute dtype (differs from W's only in mixed precision)
+    dtype = fp.a[l].dtype  # the compute dtype (differs from W's only in mixed precision)
     W_next = params[l].W.astype(dtype)  # W[l+1] (params is 0-indexed)
-    return (delta_above.astype(dtype) @ W_next) * sigma.grad(cache.z[l])  # (B2)
+    return (delta_above.astype(dtype) @ W_next) * sigma.grad(fp.z[l])  # (B2)
 
 
-def _deltas(params, cache: Cache, Y, sigma, sigma_out, loss: str, per_example: bool = False):
+def _deltas(params, fp: ForwardPass, Y, sigma, sigma_out, loss: str, per_example: bool = False):
     """Every Δ[l] = ∂L/∂Z[l], from the output back: ``(None, Δ[1], ..., Δ[L])``."""
     L = len(params)
     delta = [None] * (L + 1)
-    delta[L] = _output_delta(cache, Y, sigma_out, loss, per_example)  # (B1)
+    delta[L] = _output_delta(fp, Y, sigma_out, loss, per_example)  # (B1)
     for l in range(L - 1, 0, -1):
-        delta[l] = _delta_below(params, cache, delta[l + 1], l, sigma)  # (B2)
+        delta[l] = _delta_below(params, fp, delta[l + 1], l, sigma)  # (B2)
     return tuple(delta)
 
 
 IN_ORDER_MIN = 1 << 14  # A[l-1] of at least this many numbers: (B3) is ordered before (B2), see above
 
 
-def _written_out(t):
-    """``t`` as an array of its own in memory: on CPU an optimization barrier, which keeps XLA from folding
-    a transpose back into the product that reads it; elsewhere ``t`` as is. See "Layout of (B3)" above."""
-    return jax.lax.platform_dependent(t, cpu=jax.lax.optimization_barrier, default=lambda t: t)
-
-
 def _in_order(dW, delta):
-    """``(dW, Δ)`` unchanged, but on CPU nothing computed from the returned Δ can run before dW exists.
-
-    So (B3) for layer l runs before (B2) makes Δ[l-1], and A[l-1], last used by (B3), is freed in time
-    for Δ[l-1] to take its buffer. XLA:CPU's scheduler otherwise computed Δ[l-1] first and kept one
-    more activation-sized buffer: 1.16x and 1.22x jax.grad's temp memory on [784, 512, 512, 10] at
-    batch 256 and 1024; in this order it is 0.84x and 0.99x. Other platforms get ``(dW, Δ)`` as is.
-    """
+    """``(dW, Δ)`` unchanged, but on CPU nothing computed from the returned Δ can run before dW exists, so
+    that A[l-1] is freed before Δ[l-1] is made (see "Order of evaluation"). Other platforms: as is."""
     return jax.lax.platform_dependent(dW, delta, cpu=lambda *t: jax.lax.optimization_barrier(t),
                                       default=lambda *t: t)
 
 
 def deltas(params, x, y, *, activation="relu", output_activation=None, loss="mse"):
     """The manual δ[l] = ∂L/∂z[l] of every layer, ``(None, δ[1], ..., δ[L])``, batch-first ``(B, n_l)``."""
-    sigma, sigma_out, Y, cache = prepare(params, x, y, activation, output_activation, loss)
-    return _deltas(params, cache, Y, sigma, sigma_out, loss)
+    sigma, sigma_out, Y, fp = prepare(params, x, y, activation, output_activation, loss)
+    return _deltas(params, fp, Y, sigma, sigma_out, loss)
+
+
+def grads_from_forward(params, fp: ForwardPass, Y, sigma, sigma_out, loss: str, weight_grad=None):
+    """(B1)-(B4) from a finished forward pass ``fp``: the gradient, a tuple of ``Layer(dW, db)`` like ``params``.
+
+    ``weight_grad(l, Δ[l], A[l-1]) -> ∂L/∂W[l]`` makes (B3); None for Δ[l]ᵀ A[l-1] (see "Layout of (B3)").
+    """
+    L = len(params)
+    grads = [None] * L
+    delta = _output_delta(fp, Y, sigma_out, loss, False)  # (B1): Δ[L]
+    for l in range(L, 0, -1):
+        W, b = params[l - 1]
+        A_prev = fp.a[l - 1]
+        D = delta.astype(A_prev.dtype)
+        dW = D.T @ A_prev if weight_grad is None else weight_grad(l, D, A_prev)  # (B3): ∂L/∂W[l] = Δ[l]ᵀ A[l-1]
+        db = jnp.sum(delta, axis=0)  # (B4): ∂L/∂b[l] = 1ᵀ Δ[l]
+        if l > 1:
+            if A_prev.size >= IN_ORDER_MIN:
+                dW, delta = _in_order(dW, delta)
+            delta = _delta_below(params, fp, delta, l - 1, sigma)  # (B2): Δ[l-1]
+        grads[l - 1] = Layer(W=dW.astype(W.dtype), b=db.astype(b.dtype))
+    return type(params)(grads)
 
 
 def backward(params, x, y, *, activation="relu", output_activation=None, loss="mse", compute_dtype=None):
@@ -130,28 +139,8 @@ def backward(params, x, y, *, activation="relu", output_activation=None, loss="m
     Returns:
       ``(loss, grads)``, ``grads`` the same pytree as ``params`` (a tuple of ``Layer(dW, db)``).
     """
-    value, grads, _, _ = backward_with_cache(params, x, y, activation=activation, output_activation=output_activation,
-                                             loss=loss, compute_dtype=compute_dtype)
-    return value, grads
-
-
-def backward_with_cache(params, x, y, *, activation="relu", output_activation=None, loss="mse", compute_dtype=None):
-    """:func:`backward`, also returning the forward pass it ran: ``(loss, grads, cache, Y)``, with ``Y`` the
-    batched target (for metrics of the same forward pass, e.g. a training loop's minibatch accuracy)."""
-    sigma, sigma_out, Y, cache = prepare(params, x, y, activation, output_activation, loss, compute_dtype)
-    L = len(params)
-    grads = [None] * L
-    delta = _output_delta(cache, Y, sigma_out, loss, False)  # (B1): Δ[L]
-    for l in range(L, 0, -1):
-        W, b = params[l - 1]
-        dW = _written_out(delta.astype(cache.a[l - 1].dtype).T) @ cache.a[l - 1]  # (B3): ∂L/∂W[l] = Δ[l]ᵀ A[l-1]
-        db = jnp.sum(delta, axis=0)  # (B4): ∂L/∂b[l] = 1ᵀ Δ[l]
-        if l > 1:
-            if cache.a[l - 1].size >= IN_ORDER_MIN:
-                dW, delta = _in_order(dW, delta)
-            delta = _delta_below(params, cache, delta, l - 1, sigma)  # (B2): Δ[l-1]
-        grads[l - 1] = Layer(W=dW.astype(W.dtype), b=db.astype(b.dtype))
-    return loss_from_cache(cache, Y, loss), type(params)(grads), cache, Y
+    sigma, sigma_out, Y, fp = prepare(params, x, y, activation, output_activation, loss, compute_dtype)
+    return loss_from_forward(fp, Y, loss), grads_from_forward(params, fp, Y, sigma, sigma_out, loss)
 
 
 def per_example_grads(params, x, y, *, activation="relu", output_activation=None, loss="mse"):
@@ -162,12 +151,11 @@ def per_example_grads(params, x, y, *, activation="relu", output_activation=None
     """
     if jnp.ndim(x) != 2:
         raise ValueError(f"per_example_grads needs a batch x of shape (batch, n_in), got shape {jnp.shape(x)}")
-    sigma, sigma_out, Y, cache = prepare(params, x, y, activation, output_activation, loss)
-    delta = _deltas(params, cache, Y, sigma, sigma_out, loss, per_example=True)
+    sigma, sigma_out, Y, fp = prepare(params, x, y, activation, output_activation, loss)
+    delta = _deltas(params, fp, Y, sigma, sigma_out, loss, per_example=True)
     grads = tuple(
-        Layer(W=jnp.einsum("bo,bi->boi", delta[l], cache.a[l - 1]),  # (B3) per example
+        Layer(W=jnp.einsum("bo,bi->boi", delta[l], fp.a[l - 1]),  # (B3) per example
               b=delta[l])  # (B4) per example
         for l in range(1, len(params) + 1)
     )
     return type(params)(grads)
-

@@ -2,7 +2,10 @@
 
 A checkpoint is written to a temporary file in the same directory, flushed to disk, then renamed over
 its final name (``os.replace`` is atomic on POSIX), so a crash mid-write leaves either the previous
-checkpoint or the new one, never a torn file. Loading needs a template pytree with the same structure
+checkpoint or the new one, never a torn file. The temporary's name carries the host and the process id
+of its writer (``.tmp_ckpt_<host>_<pid>_*.npz``): a process killed mid-write leaves it behind, and the
+next :func:`save` or :func:`steps` in that directory, on that host, removes the temporaries of processes
+that no longer exist. Loading needs a template pytree with the same structure
 (the caller's params and optimizer state): the file stores leaves, not Python classes, so nothing is
 unpickled.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import tempfile
 
 import jax
@@ -27,6 +31,7 @@ import numpy as np
 _NAME = "ckpt_{:08d}.npz"
 _PATTERN = re.compile(r"ckpt_(\d{8})\.npz$")
 _HISTORY = "history_"
+_TMP_PREFIX = ".tmp_ckpt_"
 _SHOWN = 4  # leaves listed per differing part of a mismatch
 
 
@@ -57,7 +62,7 @@ def save(directory, step: int, state, *, keep: int = 2, history=None) -> str:
     arrays["meta"] = np.asarray(json.dumps({"parts": describe(state)}))
     arrays.update({_HISTORY + k: np.asarray(v) for k, v in (history or {}).items()})
     final = os.path.join(directory, _NAME.format(step))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_ckpt_", suffix=".npz")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f"{_TMP_PREFIX}{_host()}_{os.getpid()}_", suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -68,15 +73,43 @@ def save(directory, step: int, state, *, keep: int = 2, history=None) -> str:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    for old in steps(directory)[:-keep]:
+    for old in steps(directory)[:-keep]:  # steps() also removes dead writers' temporaries
         os.remove(os.path.join(directory, _NAME.format(old)))
     return final
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def _remove_orphans(directory) -> None:
+    """Remove the temporaries left in ``directory`` by processes of this host that no longer exist."""
+    pattern = re.compile(re.escape(_TMP_PREFIX + _host()) + r"_(\d+)_.*\.npz$")
+    for name in os.listdir(directory):
+        m = pattern.match(name)
+        if m and not _alive(int(m.group(1))):
+            try:
+                os.remove(os.path.join(directory, name))
+            except FileNotFoundError:  # another process removed it first
+                pass
+
+
 def steps(directory) -> list[int]:
-    """The steps of the complete checkpoints in ``directory``, oldest first."""
+    """The steps of the complete checkpoints in ``directory``, oldest first (and the orphaned temporaries of
+    dead writers removed, see the module docstring)."""
     if not os.path.isdir(directory):
         return []
+    _remove_orphans(directory)
     return sorted(int(m.group(1)) for name in os.listdir(directory) if (m := _PATTERN.match(name)))
 
 

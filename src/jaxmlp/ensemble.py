@@ -18,13 +18,11 @@ Before anything compiles, one step of the factory's optimizer is traced (not run
 returns a GradientTransformation and that its updates or state depend on every name in
 ``hyperparams`` (a misspelt name, or one the optimizer ignores, is an error, not a silent no-op).
 
-Each epoch trains every model (one ``vmap`` of fit's epoch, :func:`jaxmlp.train._train_epoch`, with the
-weight gradient (B3) laid out for batched products: Δ[l]ᵀ written out, then an "NN" product), then evaluates
+Each epoch trains every model (one ``vmap`` of :func:`jaxmlp.loop.train_epoch`, fit's epoch), then evaluates
 them on the whole training set (``metrics="full"``) a group of models at a time, so that each model's
 activations are contiguous; with ``metrics="minibatch"`` each model reports its steps' running mean.
-With ``shuffle="shared"`` every model sees the same minibatch X_b, and layer 1 of all K models is one
-matmul: X_b (B × n₀) times the K stacked W[1] (n₀ × K·n₁) forward (F1), and X_bᵀ (n₀ × B) times the K
-stacked Δ[1] (B × K·n₁) for (B3).
+With ``shuffle="shared"`` every model sees the same minibatch X_b, and the weight gradient (B3) of layer 1
+of all K models is one matmul: X_bᵀ (n₀ × B) times the K stacked Δ[1] (B × K·n₁).
 
 A model whose loss or parameters stop being finite keeps its last finite parameters and is marked in
 ``history["diverged"]``; the others train on. Checkpoints hold (params, optimizer state, key, last
@@ -48,12 +46,10 @@ import numpy as np
 from jax.extend.core import Var
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxmlp import backprop, checkpoint, losses, mlp, optim, train
-from jaxmlp.types import Layer
+from jaxmlp import evaluation, loop, losses, mlp, optim
 
 SHUFFLES = ("shared", "per_model")
 GROUP_BUDGET = 1 << 19  # activations (numbers) of the models evaluated together each epoch: 2 MiB in float32
-STATE_NAMES = train.STATE_NAMES + ("last finite params", "finite-so-far flags")
 
 
 def _adam_of_learning_rate(h):
@@ -117,7 +113,7 @@ def _check_factory(factory, hyper: dict, params):
     names = sorted(hyper)
     signature = (factory, tuple((k, hyper[k].dtype) for k in names),
                  tuple((leaf.shape, leaf.dtype) for leaf in jax.tree.leaves(params)))
-    if train._hashable(factory) and signature in _CHECKED:
+    if loop.hashable(factory) and signature in _CHECKED:
         return
 
     def one_step(h, params):
@@ -147,7 +143,7 @@ def _check_factory(factory, hyper: dict, params):
         raise ValueError(f"hyperparams {unused} are not used by the optimizer factory: the optimizers it builds do "
                          f"not depend on them (a misspelt name, or a value the factory ignores); it uses "
                          f"{[k for k, u in zip(names, used) if u]}")
-    if train._hashable(factory):
+    if loop.hashable(factory):
         if len(_CHECKED) >= 1024:  # fresh lambdas each call: do not hold on to all of them
             _CHECKED.clear()
         _CHECKED.add(signature)
@@ -184,89 +180,50 @@ def _init(params, hyper, *, factory):
     return jax.vmap(lambda p, h: factory(h).init(p))(params, hyper)
 
 
-def _ensemble_metrics(params, x, y, step_metrics, config, n_models, group: int | None):
-    """Each model's metrics of the epoch, arrays of shape (K,). The whole training set is evaluated
-    ``group`` models at a time (a ``lax.map`` over the models, each on its own contiguous activations),
-    2-3x faster on CPU than all K at once, whose layer 1 is one wide product followed by a transpose.
-    The group's activations stay within ``GROUP_BUDGET`` numbers (a core's L2 cache here): one seed
-    model on 4096 examples at a time made ``fit_ensemble`` 0.71x the expert vmap instead of 0.73x
-    with 8 (``train.EVAL_BUDGET``), and 0.89x instead of 0.92x on one core (see the README). With
-    ``group=None`` (the models sharded over a mesh) all K at once, as ``vmap`` makes it."""
+def _ensemble_metrics(params, x, y, step_metrics, config, group: int | None):
+    """Each model's metrics of the epoch, arrays of shape (K,). The whole training set is evaluated ``group``
+    models at a time (a ``lax.map`` over the models, each on its own contiguous activations, which stay within
+    ``GROUP_BUDGET``), faster on CPU than all K at once, whose layer 1 is one wide product followed by a
+    transpose (``benchmarks/README.md``). With ``group=None`` (models sharded over a mesh) all K at once."""
     if config.metrics == "minibatch" or group is None:
-        return jax.vmap(lambda p, m: train._epoch_metrics(p, x, y, m, config))(params, step_metrics)
-    return jax.lax.map(lambda p: train._epoch_metrics(p, x, y, None, config), params,
-                       batch_size=min(group, n_models))
+        return jax.vmap(lambda p, m: loop.epoch_metrics(p, x, y, m, config))(params, step_metrics)
+    K = jax.tree.leaves(params)[0].shape[0]
+    return jax.lax.map(lambda p: loop.epoch_metrics(p, x, y, None, config), params, batch_size=min(group, K))
 
 
-def _loss_grads_output(config, shared_input: bool):
-    """(T1) for one model of the stack: :func:`jaxmlp.train._loss_grads_output`, fit's, except for layer 1's
-    weight gradient (B3) when every model sees the same minibatch X_b (``shared_input``).
-
-    That product is then (X_bᵀ Δ[1])ᵀ: X_bᵀ (n₀ × B) times the K models' Δ[1] side by side (B × K·n₁),
-    one product for all K, where ``vmap`` of Δ[1]ᵀ X_b would make K small ones. The other layers are
-    :func:`jaxmlp.backprop.backward_with_cache`'s, Δ[l]ᵀ written out on CPU (its "Layout of (B3)":
-    under ``vmap`` XLA:CPU ran the batched "TN" product one matrix at a time, at about twice the cost).
-    The products are the same, laid out otherwise (equal to rounding)."""
-    if config.grad != "manual" or not shared_input:
-        return train._loss_grads_output(config)
-
-    def manual(params, x, y):
-        sigma, sigma_out, Y, cache = mlp.prepare(params, x, y, config.activation, config.output_activation,
-                                                 config.loss, config.compute_dtype)
-        delta = backprop._deltas(params, cache, Y, sigma, sigma_out, config.loss)  # (B1)-(B2)
-        grads = []
-        for l, (W, b) in enumerate(params, start=1):
-            A_prev, D = cache.a[l - 1], delta[l].astype(cache.a[l - 1].dtype)
-            if l == 1:
-                dW = (A_prev.T @ D).T  # (B3): (X_bᵀ Δ[1])ᵀ
-            else:
-                dW = backprop._written_out(D.T) @ A_prev  # (B3): Δ[l]ᵀ A[l-1], Δ[l]ᵀ written out
-            db = jnp.sum(delta[l], axis=0)  # (B4)
-            grads.append(Layer(W=dW.astype(W.dtype), b=db.astype(b.dtype)))
-        return mlp.loss_from_cache(cache, Y, config.loss), type(params)(grads), cache.a[-1], Y
-
-    return manual
+def _shared_input_weight_grad(l, delta, A_prev):
+    """(B3) under ``vmap`` over models that share the minibatch X_b: layer 1 as (X_bᵀ Δ[1])ᵀ, one product of
+    X_bᵀ (n₀ × B) with the K models' Δ[1] side by side (B × K·n₁) where ``vmap`` of Δ[1]ᵀ X_b makes K small
+    ones; the other layers as fit lays them out (:func:`jaxmlp.loop.transposed_first`)."""
+    return (A_prev.T @ delta).T if l == 1 else loop.transposed_first(l, delta, A_prev)
 
 
-def _ensemble_epochs(params, opt_state, key, good, ok, x, y, hyper, *, factory, config, n_epochs, per_model,
-                     group):
-    """(E1)-(E2): each epoch, fit's :func:`jaxmlp.train._train_epoch` of every model with the (T1) of
-    :func:`_loss_grads_output`, ``vmap``-ed, then their metrics
-    (:func:`_ensemble_metrics`) and the divergence check of :func:`jaxmlp.train._epochs`, per model."""
-    K = ok.shape[0]
+def _ensemble_epochs(carry, x, y, hyper, *, factory, config, n_epochs, per_model, group):
+    """(E1)-(E2): each epoch, fit's epoch of every model (``vmap`` of :func:`jaxmlp.loop.train_epoch`), then
+    their metrics and finite flags, per model, in :func:`jaxmlp.loop.scan_epochs`."""
+    if carry.opt_state is None:
+        carry = carry._replace(opt_state=_init(carry.params, hyper, factory=factory))
     key_axis = 0 if per_model else None
+    step_fn = loop.loss_grads_output(
+        config, weight_grad=loop.transposed_first if per_model else _shared_input_weight_grad)
 
     def train_one(params, opt_state, key, h):
-        return train._train_epoch(params, opt_state, key, x, y, optimizer=factory(h), config=config,  # (E1)
-                                  loss_grads_output=_loss_grads_output(config, shared_input=not per_model))
+        return loop.train_epoch(params, opt_state, key, x, y, optimizer=factory(h), config=config,  # (E1)
+                                step_fn=step_fn)
 
     train_all = jax.vmap(train_one, in_axes=(0, 0, key_axis, 0), out_axes=(0, 0, key_axis, 0))
 
-    def epoch(carry, _):
-        params, opt_state, key, good, ok = carry
+    def epoch(params, opt_state, key):
         params, opt_state, key, step_metrics = train_all(params, opt_state, key, hyper)
-        metrics = _ensemble_metrics(params, x, y, step_metrics, config, K, group)
-        finite = jnp.isfinite(metrics["loss"]) & jax.vmap(train._all_finite)(params)
-        ok = ok & finite
-        good = jax.tree.map(lambda new, old: jnp.where(ok.reshape((K,) + (1,) * (new.ndim - 1)), new, old),
-                            params, good)
-        return (params, opt_state, key, good, ok), metrics
+        metrics = _ensemble_metrics(params, x, y, step_metrics, config, group)
+        return params, opt_state, key, metrics, jnp.isfinite(metrics["loss"]) & jax.vmap(loop.all_finite)(params)
 
-    (params, opt_state, key, good, ok), metrics = jax.lax.scan(
-        epoch, (params, opt_state, key, good, ok), None, length=n_epochs)
-    return params, opt_state, key, good, ok, metrics  # metrics: (n_epochs, K); ok: finite so far, (K,)
+    return loop.scan_epochs(epoch, carry, n_epochs)
 
 
 _compiled_init = jax.jit(_init, static_argnames="factory")
 _compiled_ensemble = jax.jit(_ensemble_epochs,
                              static_argnames=("factory", "config", "n_epochs", "per_model", "group"))
-
-
-def _program(fn, compiled, static: dict):
-    """The cached ``compiled`` program, or a fresh uncached one for an unhashable factory (as fit does)."""
-    if train._hashable(static["factory"]):
-        return partial(compiled, **static)
-    return jax.jit(partial(fn, **static))
 
 
 # --- fit_ensemble -----------------------------------------------------------------------------------------------
@@ -307,48 +264,37 @@ def fit_ensemble(params_stack, x, y, *, optimizer=None, hyperparams=None, learni
     if shuffle not in SHUFFLES:
         raise ValueError(f"shuffle must be one of {SHUFFLES}, got shuffle={shuffle!r}")
     first = jax.tree.map(lambda leaf: leaf[0], params_stack)
-    train._check_run(first, x, y, loss, activation, output_activation, epochs, batch_size, grad, metrics)
-    train._check_loop_options(checkpoint_dir, checkpoint_every, epochs_per_call)
+    loop.check_run(first, x, y, loss, activation, output_activation, epochs, batch_size, grad, metrics)
+    loop.check_loop_options(checkpoint_dir, checkpoint_every, epochs_per_call)
     _check_factory(factory, hyper, first)
     # The per-epoch evaluation: `group` models at a time, each in chunks of fit's size (so that model i's
     # metrics are fit's, to rounding); all K at once, in smaller chunks, when the models are sharded.
-    chunk = train._eval_chunk(first) if mesh is None else train._eval_chunk(params_stack, K)
-    group = (max(1, GROUP_BUDGET // (min(chunk, jnp.shape(x)[0]) * train._eval_width(first)))
+    chunk = evaluation.chunk_size(first) if mesh is None else evaluation.chunk_size(params_stack, K)
+    group = (max(1, GROUP_BUDGET // (min(chunk, jnp.shape(x)[0]) * evaluation.width(first)))
              if mesh is None else None)
-    config = train._Config(loss, activation, output_activation, grad, batch_size, compute_dtype,
-                           eval_chunk=chunk, metrics=metrics)
+    config = loop.Config(loss, activation, output_activation, grad, batch_size, compute_dtype,
+                         eval_chunk=chunk, metrics=metrics)
     key = jax.random.key(0) if key is None else key
     per_model = shuffle == "per_model"
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(K)) if per_model else key  # (E2)
     ok = jnp.ones((K,), bool)
     if mesh is not None:
-        mesh = train._auto_axes(mesh)
-        train._check_axis(mesh, "model", K, "the number of models K")
+        mesh = loop.auto_axes(mesh)
+        loop.check_axis(mesh, "model", K, "the number of models K")
         params_stack, hyper, ok = jax.device_put((params_stack, hyper, ok), NamedSharding(mesh, PartitionSpec("model")))
         x, y = jax.device_put((x, y), NamedSharding(mesh, PartitionSpec()))
-    static = dict(factory=factory)
-    opt_state = _program(_init, _compiled_init, static)(params_stack, hyper)
-    state = (params_stack, opt_state, jax.random.key_data(keys), params_stack, ok)
-    (params, opt_state, key_data, good, ok), start, past = train._resume(
-        checkpoint_dir, train._saved_epochs(checkpoint_dir), state, STATE_NAMES, epochs)
-    keys = jax.random.wrap_key_data(jnp.asarray(key_data), impl=jax.random.key_impl(key))
-    chunks = []
-    for epoch, n in train._calls(start, epochs, epochs_per_call, checkpoint_every):
-        run = _program(_ensemble_epochs, _compiled_ensemble,
-                       dict(factory=factory, config=config, n_epochs=n, per_model=per_model, group=group))
-        params, opt_state, keys, good, ok, metrics = run(params, opt_state, keys, good, ok, x, y, hyper)
-        epoch += n
-        chunks.append({k: np.asarray(v) for k, v in metrics.items()})  # (n, K)
-        if train._checkpoint_due(checkpoint_dir, checkpoint_every, epoch, epochs):
-            checkpoint.save(checkpoint_dir, epoch, (params, opt_state, jax.random.key_data(keys), good, ok),
-                            history={k: v for k, v in train._history(past, chunks, start).items() if k != "epoch"})
-        if callback is not None:
-            callback(epoch, {**{k: v[-1] for k, v in chunks[-1].items()}, "diverged": ~np.asarray(ok)})
-    history = train._history(past, chunks, start)
+    program = loop.program(_ensemble_epochs, _compiled_ensemble, factory=factory, config=config,
+                           per_model=per_model, group=group)
+    init = loop.program(_init, _compiled_init, factory=factory)
+    result = loop.run(lambda carry, n_epochs: program(carry, x, y, hyper, n_epochs=n_epochs),
+                      lambda params: init(params, hyper), params_stack, keys, ok, epochs=epochs,
+                      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                      epochs_per_call=epochs_per_call, callback=callback, stop_on_divergence=False)
+    history = result.history
     if history["loss"].ndim == 1:  # no epoch run and none saved
         history = {k: (v.reshape(0, K) if k != "epoch" else v) for k, v in history.items()}
-    history["diverged"] = ~np.asarray(ok)
-    return good, history
+    history["diverged"] = ~np.asarray(result.carry.ok)
+    return result.carry.good, history
 
 
 # --- evaluate_ensemble ------------------------------------------------------------------------------------------
@@ -360,12 +306,12 @@ _LOSS_OF_PROBABILITIES = {"mse": losses.mse, "bce": losses.binary_cross_entropy,
 def _evaluate_ensemble(params_stack, x, y, *, loss, activation, output_activation):
     def one_model(params):
         value, (A_L, Y) = mlp.loss_and_output(params, x, y, activation, output_activation, loss)
-        return train._metrics(value, A_L, Y, loss), A_L
+        return evaluation.metrics_of(value, A_L, Y, loss), A_L
 
     per_model, outputs = jax.vmap(one_model)(params_stack)
     _, Y = mlp.as_batch(x, y)
     mean = jnp.mean(outputs, axis=0)  # (E3): Ā
-    ensemble = train._metrics(_LOSS_OF_PROBABILITIES[loss](mean, Y), mean, Y, loss)  # (E3)
+    ensemble = evaluation.metrics_of(_LOSS_OF_PROBABILITIES[loss](mean, Y), mean, Y, loss)  # (E3)
     return {**per_model, **{"ensemble_" + k: v for k, v in ensemble.items()}}
 
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmlp import activations, checks, initializers, losses
-from jaxmlp.types import Cache, Layer
+from jaxmlp.types import ForwardPass, Layer
 
 # Which output activation each loss accepts, and its natural pair (used when output_activation=None).
 ALLOWED_OUTPUTS = {"mse": ("identity", "sigmoid", "tanh"), "bce": ("sigmoid",), "ce": ("softmax",)}
@@ -91,7 +91,7 @@ def as_batch(x, y=None):
     return x, (None if y is None else jnp.asarray(y))
 
 
-def forward_batched(params, X, sigma, sigma_out, dZ=None, compute_dtype=None) -> Cache:
+def forward_batched(params, X, sigma, sigma_out, dZ=None, compute_dtype=None) -> ForwardPass:
     """Forward propagation of a batch ``X`` of shape ``(B, n_in)``, keeping every Z[l] and A[l].
 
     ``dZ[l]`` (optional, shape ``(B, n_l)``) is added to Z[l]: autodiff with respect to a zero ``dZ``
@@ -107,7 +107,7 @@ def forward_batched(params, X, sigma, sigma_out, dZ=None, compute_dtype=None) ->
     out_dtype = jnp.result_type(params[-1].W)
     cast = (lambda t: t) if compute_dtype is None else (lambda t: t.astype(compute_dtype))
     A = cast(X)
-    Z_cache, A_cache = [None], [A]
+    Zs, As = [None], [A]
     for l, (W, b) in enumerate(params, start=1):
         Z = A @ cast(W).T + cast(b)[None, :]  # (F1), batched: Z[l] = A[l-1] W[l]ᵀ + 1 b[l]ᵀ
         if dZ is not None:
@@ -115,26 +115,27 @@ def forward_batched(params, X, sigma, sigma_out, dZ=None, compute_dtype=None) ->
         if l == L and compute_dtype is not None:
             Z = Z.astype(out_dtype)
         A = (sigma_out if l == L else sigma).fn(Z)  # (F2): A[l] = σ(Z[l])
-        Z_cache.append(Z)
-        A_cache.append(A)
-    return Cache(z=tuple(Z_cache), a=tuple(A_cache))
+        Zs.append(Z)
+        As.append(A)
+    return ForwardPass(z=tuple(Zs), a=tuple(As))
 
 
-def _checked_cache(params, x, sigma, sigma_out) -> Cache:
+def _checked_forward(params, x, sigma, sigma_out) -> ForwardPass:
     widths = checks.params_chain(params)
     checks.input_matches(widths, x)
     X, _ = as_batch(x)
-    cache = forward_batched(params, X, sigma, sigma_out)
+    fp = forward_batched(params, X, sigma, sigma_out)
     if jnp.ndim(x) == 1:
-        cache = Cache(z=(None,) + tuple(Z[0] for Z in cache.z[1:]), a=tuple(A[0] for A in cache.a))
-    return cache
+        fp = ForwardPass(z=(None,) + tuple(Z[0] for Z in fp.z[1:]), a=tuple(A[0] for A in fp.a))
+    return fp
 
 
 def forward_with_cache(params, x, *, activation="relu", output_activation="identity"):
-    """Forward propagation returning ``(a[L], cache)``; ``cache.z[l]``, ``cache.a[l]`` as in the lesson."""
+    """Forward propagation returning ``(a[L], fp)``, ``fp`` the :class:`~jaxmlp.types.ForwardPass` that backprop
+    reads (the lesson's "cache"): ``fp.z[l]``, ``fp.a[l]`` indexed as in the lesson."""
     sigma, sigma_out = resolve(activation, output_activation)
-    cache = _checked_cache(params, x, sigma, sigma_out)
-    return cache.a[-1], cache
+    fp = _checked_forward(params, x, sigma, sigma_out)
+    return fp.a[-1], fp
 
 
 def forward(params, x, *, activation="relu", output_activation="identity"):
@@ -168,9 +169,9 @@ def forward(params, x, *, activation="relu", output_activation="identity"):
     return forward_with_cache(params, x, activation=activation, output_activation=output_activation)[0]
 
 
-def loss_from_cache(cache: Cache, y, loss: str):
+def loss_from_forward(fp: ForwardPass, y, loss: str):
     """The loss of a finished forward pass. bce+sigmoid and ce+softmax are computed from the logits z[L]."""
-    z_L, a_L = cache.z[-1], cache.a[-1]
+    z_L, a_L = fp.z[-1], fp.a[-1]
     if loss == "bce":
         return losses.binary_cross_entropy_with_logits(z_L, y)  # (L4)
     if loss == "ce":
@@ -197,7 +198,7 @@ def check_target(params, x, y, loss):
 
 def prepare(params, x, y, activation, output_activation, loss, compute_dtype=None, dZ=None):
     """What every loss-taking function starts with: resolve and check the configuration and shapes,
-    batch ``(x, y)`` and run the forward pass. Returns ``(σ, σ_out, Y, cache)``."""
+    batch ``(x, y)`` and run the forward pass. Returns ``(σ, σ_out, Y, fp)``."""
     sigma, sigma_out = resolve(activation, output_activation, loss)
     check_target(params, x, y, loss)
     X, Y = as_batch(x, y)
@@ -207,8 +208,8 @@ def prepare(params, x, y, activation, output_activation, loss, compute_dtype=Non
 def loss_and_output(params, x, y, activation, output_activation, loss, compute_dtype=None, dZ=None):
     """The loss of one forward pass with what metrics need of that pass: ``(L, (A[L], Y))``, ``Y`` the
     batched target. ``jax.value_and_grad(..., has_aux=True)`` of it gives loss, gradient and output at once."""
-    _, _, Y, cache = prepare(params, x, y, activation, output_activation, loss, compute_dtype, dZ)
-    return loss_from_cache(cache, Y, loss), (cache.a[-1], Y)
+    _, _, Y, fp = prepare(params, x, y, activation, output_activation, loss, compute_dtype, dZ)
+    return loss_from_forward(fp, Y, loss), (fp.a[-1], Y)
 
 
 def loss_fn(params, x, y, *, activation="relu", output_activation=None, loss="mse", compute_dtype=None):

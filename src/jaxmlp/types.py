@@ -1,4 +1,4 @@
-"""The data types every other module speaks: a layer's parameters and a forward pass's cache.
+"""The data types every other module speaks: a layer's parameters and what a forward pass computed.
 
 Parameters are pytrees: a ``tuple`` of :class:`Layer`, one per affine map, so every
 ``jax.tree_util`` function (and optax, and ``jax.vmap`` over stacked ensembles) works on them.
@@ -29,12 +29,12 @@ class Layer(NamedTuple):
 Params = tuple[Layer, ...]
 
 
-class Cache(NamedTuple):
-    """Everything a forward pass computed, indexed as the lesson indexes it.
+class ForwardPass(NamedTuple):
+    """Everything a forward pass computed, indexed as the lesson indexes it: what backprop reads.
 
     Attributes:
       z: ``(None, z[1], ..., z[L])``: the pre-activations; ``z[0]`` does not exist, so slot 0 is ``None``
-        (an empty pytree node) and ``cache.z[l]`` is the lesson's z[l].
+        (an empty pytree node) and ``fp.z[l]`` is the lesson's z[l].
       a: ``(a[0], a[1], ..., a[L])``: the activations, with ``a[0] = x``.
     """
 
