@@ -40,13 +40,3 @@ def _cache_home(tmp_path_factory):
     patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
     yield
     patch.undo()
-
-
-@pytest.fixture(autouse=True)
-def _program_store_off_after_each_test():
-    """An in-process CLI test turns jaxmlp's store of programs on for the whole process, as the CLI does;
-    turn it off again, so that later tests (which count jit cache entries, say) see the ordinary path."""
-    yield
-    from jaxmlp import programs
-
-    programs.disable()

@@ -325,7 +325,7 @@ def test_readme_first_command_on_digits():
            "batch 64, 40 epochs of 22 steps" in stdout
     accuracy = float(re.search(r"test_accuracy (\d\.\d+)", stdout).group(1))
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert "0.969 with the defaults above" in readme
+    assert "(0.969 test accuracy with the defaults)" in readme
     assert f"{accuracy:.3f}" == "0.969"
 
 

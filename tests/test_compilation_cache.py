@@ -1,19 +1,20 @@
-"""The persistent compilation cache (:mod:`jaxmlp.cache`), in fresh processes: a second process compiles
-nothing for a ``fit`` that the first compiled; ``--no-cache`` writes nothing; importing jaxmlp changes no
-jax setting and imports neither scikit-learn, matplotlib nor tqdm.
+"""jax's persistent compilation cache (:mod:`jaxmlp.compilation_cache`): in fresh processes, a second process
+compiles nothing for a ``fit`` that the first compiled, ``--no-cache`` writes nothing, importing jaxmlp
+changes no jax setting; and a cache directory that another user could write to is refused.
 
 Compilations are counted with jax's own monitoring events (a cache miss, a cache hit), never with a clock.
 """
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-pytestmark = pytest.mark.slow  # fresh Python processes: a few seconds each
+from jaxmlp import compilation_cache
 
 FIT = textwrap.dedent("""
     import json, sys
@@ -25,8 +26,7 @@ FIT = textwrap.dedent("""
     import jax, numpy as np
     import jaxmlp
     from jaxmlp import optim
-    from jaxmlp import programs
-    path = jaxmlp.enable_compilation_cache(sys.argv[1], store_programs=sys.argv[2] == "store")
+    path = jaxmlp.enable_compilation_cache(sys.argv[1])
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 5)).astype(np.float32)
     y = (rng.normal(size=(64, 1)) > 0).astype(np.float32)
@@ -35,7 +35,7 @@ FIT = textwrap.dedent("""
     print(json.dumps({"path": path, "loss": history["loss"].tolist(),
                       "programs": events.get("/jax/core/compile/backend_compile_duration", 0),
                       "written": events.get("/jax/compilation_cache/cache_misses", 0),  # jax's name
-                      "hits": events.get("/jax/compilation_cache/cache_hits", 0), "store": programs.stats()}))
+                      "hits": events.get("/jax/compilation_cache/cache_hits", 0)}))
 """)
 
 
@@ -46,35 +46,23 @@ def python(code, *args, env=None):
     return result.stdout
 
 
+@pytest.mark.slow
 def test_second_process_compiles_nothing_the_first_compiled(tmp_path):
-    """jax's persistent cache alone (``store_programs=False``): every program is written, then loaded."""
+    """Every program of a fit is written to jax's cache, then loaded by the next process, none compiled."""
     cache = tmp_path / "cache"
-    first = json.loads(python(FIT, str(cache), "jax").splitlines()[-1])
+    first = json.loads(python(FIT, str(cache)).splitlines()[-1])
     entries = sorted(os.listdir(cache))
     assert first["path"] == str(cache) and first["programs"] >= 1 and first["hits"] == 0
     assert first["written"] == first["programs"] == len(entries)  # every program, the small ones included
-    second = json.loads(python(FIT, str(cache), "jax").splitlines()[-1])
+    second = json.loads(python(FIT, str(cache)).splitlines()[-1])
     assert second["programs"] == second["hits"] == first["programs"]  # every program loaded, none compiled
     assert second["written"] == 0
     assert second["loss"] == first["loss"]  # the loaded programs compute what the compiled ones did
     assert sorted(os.listdir(cache)) == entries
-    assert first["store"]["misses"] == second["store"]["hits"] == 0  # jaxmlp's store stayed off
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o700
 
 
-def test_second_process_traces_nothing_with_the_store(tmp_path):
-    """The default: fit's program comes from jaxmlp's store of programs, so the second process neither
-    compiles nor asks jax's cache for it (which would need tracing and lowering first)."""
-    cache = tmp_path / "cache"
-    first = json.loads(python(FIT, str(cache), "store").splitlines()[-1])
-    assert first["store"] == {"hits": 0, "misses": 1, "writes": 1, "skipped": 0}
-    assert len(os.listdir(cache / "programs")) == 1
-    second = json.loads(python(FIT, str(cache), "store").splitlines()[-1])
-    assert second["store"] == {"hits": 1, "misses": 0, "writes": 0, "skipped": 0}
-    fit_programs = first["programs"] - second["programs"]  # the processes differ only in how fit gets its program
-    assert fit_programs >= 1 and second["hits"] == second["programs"]  # what did compile is init_mlp's, from jax's cache
-    assert second["loss"] == first["loss"]
-
-
+@pytest.mark.slow
 def test_default_path_follows_xdg_cache_home(tmp_path):
     code = "import jaxmlp; print(jaxmlp.enable_compilation_cache())"
     assert python(code, env={"XDG_CACHE_HOME": str(tmp_path)}).strip() == str(tmp_path / "jaxmlp")
@@ -84,6 +72,7 @@ def test_default_path_follows_xdg_cache_home(tmp_path):
 CLI = ["-m", "jaxmlp.cli", "train", "--dataset", "xor", "--sizes", "2,4,1", "--epochs", "2", "--no-progress"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--no-cache", None], ids=["no-cache", "default"])
 def test_cli_cache_on_by_default_and_no_cache_writes_nothing(flag, tmp_path):
     home = tmp_path / "home"
@@ -96,12 +85,9 @@ def test_cli_cache_on_by_default_and_no_cache_writes_nothing(flag, tmp_path):
         assert written == []
     else:
         assert written and all(p.startswith(os.path.join("xdg", "jaxmlp", "")) for p in written)
-        # In jaxmlp's store: the set-up, the optimizer's init, the epochs (2 calls of 1 epoch, one program)
-        # and the final metrics; under `python -m` too (the CLI's own functions are named from jaxmlp.cli).
-        stored = [p for p in written if p.startswith(os.path.join("xdg", "jaxmlp", "programs", ""))]
-        assert len(stored) == 4, stored
 
 
+@pytest.mark.slow
 def test_import_changes_no_jax_setting_and_imports_no_optional_dependency():
     code = textwrap.dedent("""
         import sys, jax
@@ -113,3 +99,86 @@ def test_import_changes_no_jax_setting_and_imports_no_optional_dependency():
         print(" ".join(sorted({m.split(".")[0] for m in sys.modules} & {"sklearn", "matplotlib", "tqdm"})))
     """)
     assert python(code).strip() == ""
+
+
+# ---- a directory only its owner can write ----------------------------------------------------------------
+
+@pytest.fixture
+def jax_cache_settings():
+    """enable_compilation_cache changes three jax settings for the process: put them back after the test."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as jax_cache
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    saved = {name: getattr(jax.config, name) for name in names}
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    jax_cache.reset_cache()
+
+
+def test_the_directory_is_created_owner_only(tmp_path, jax_cache_settings):
+    path = compilation_cache.enable_compilation_cache(tmp_path / "new" / "cache")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+
+
+@pytest.mark.parametrize("mode, who", [(0o770, "its group"), (0o707, "others"), (0o1777, "its group and others")],
+                         ids=["group-writable", "world-writable", "world-writable-sticky"])
+def test_a_cache_directory_others_can_write_is_refused(mode, who, tmp_path, jax_cache_settings):
+    """The cache directory itself: no group or world write, sticky or not (others could add entries)."""
+    import jax
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    os.chmod(cache, mode)
+    with pytest.raises(PermissionError, match=rf"the cache directory is not private, it is writable by {who}.*"
+                                              rf"Fix: chmod go-w '{cache}'"):
+        compilation_cache.enable_compilation_cache(cache)
+    assert jax.config.jax_compilation_cache_dir != str(cache)
+
+
+def test_a_parent_others_can_write_is_refused_unless_sticky(tmp_path, jax_cache_settings):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # anyone could rename shared/cache and plant another
+    with pytest.raises(PermissionError, match=rf"'{shared}' \(a parent of the cache directory\) is not private"):
+        compilation_cache.enable_compilation_cache(shared / "cache")
+    os.chmod(shared, 0o1777)  # sticky, as /tmp: nobody can rename what another user owns
+    assert compilation_cache.enable_compilation_cache(shared / "cache") == str(shared / "cache")
+
+
+def test_symlinks_are_resolved_before_the_check(tmp_path, jax_cache_settings):
+    unsafe = tmp_path / "unsafe"
+    unsafe.mkdir()
+    os.chmod(unsafe, 0o777)
+    (unsafe / "cache").mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(unsafe / "cache")
+    with pytest.raises(PermissionError, match=rf"'{unsafe}' \(a parent of the cache directory\) is not private"):
+        compilation_cache.enable_compilation_cache(link)
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0, reason="chown to another user needs root")
+def test_a_directory_owned_by_another_user_is_refused(tmp_path, jax_cache_settings):
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    os.chown(cache, 12345, -1)
+    with pytest.raises(PermissionError, match=r"owned by uid 12345, not by you \(uid 0\) or root"):
+        compilation_cache.check_private(str(cache))
+
+
+def test_the_cli_refuses_an_unsafe_cache_and_trains_without_it(tmp_path, jax_cache_settings, capsys):
+    import jax
+
+    from jaxmlp import cli
+
+    unsafe = tmp_path / "unsafe"
+    unsafe.mkdir()
+    os.chmod(unsafe, 0o777)
+    argv = ["train", "--dataset", "xor", "--sizes", "2,4,1", "--epochs", "1", "--no-progress"]
+    assert cli.main(argv + ["--cache-dir", str(unsafe)]) == 0
+    out, err = capsys.readouterr()
+    assert "test_accuracy" in out
+    assert err.startswith("jaxmlp: no compilation cache (refusing the compilation cache at") and "chmod go-w" in err
+    assert jax.config.jax_compilation_cache_dir != str(unsafe)

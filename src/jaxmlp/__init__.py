@@ -9,30 +9,27 @@ Module layout (imports run one way, top to bottom of this list):
 - verification against autodiff: :mod:`~jaxmlp.verify` (the checker's engine for any pytree model,
   knowing nothing of MLPs), then :mod:`~jaxmlp.gradcheck` (``check_gradients``, with the MLP extras:
   kink flags, layer-wise deltas, the zero-init symmetry diagnostic);
-- optimizers, which know only pytrees: :mod:`~jaxmlp.optim`;
-- training on top: :mod:`~jaxmlp.shuffle` (the epoch permutation), :mod:`~jaxmlp.train` (``fit``),
-  :mod:`~jaxmlp.ensemble` (``fit_ensemble``, ``evaluate_ensemble``), :mod:`~jaxmlp.datasets`,
-  :mod:`~jaxmlp.cli`;
-- on the side: :mod:`~jaxmlp.programs` (jaxmlp's store of compiled programs, keyed without tracing; a
-  building block that optim, verify and train call) and :mod:`~jaxmlp.cache` (``enable_compilation_cache``:
-  jax's persistent compilation cache and that store; importing jaxmlp changes no jax setting).
+- optimizers, which know only pytrees: :mod:`~jaxmlp.optim`, and :mod:`~jaxmlp.optim_check` (against optax);
+- training on top: :mod:`~jaxmlp.shuffle` (the epoch permutation), :mod:`~jaxmlp.checkpoint`,
+  :mod:`~jaxmlp.evaluation` (``evaluate``), :mod:`~jaxmlp.loop` (the training loop, written once),
+  :mod:`~jaxmlp.train` (``fit``), :mod:`~jaxmlp.ensemble` (``fit_ensemble``, ``evaluate_ensemble``),
+  :mod:`~jaxmlp.datasets`;
+- at the top: :mod:`~jaxmlp.compilation_cache` (``enable_compilation_cache``: jax's persistent cache,
+  opt-in; importing jaxmlp changes no jax setting) and :mod:`~jaxmlp.cli`.
 """
 
 from jaxmlp import activations, datasets, initializers, losses, optim, shuffle
 from jaxmlp.backprop import backward, per_example_grads
-from jaxmlp.cache import enable_compilation_cache
-from jaxmlp.gradcheck import check_gradients, compare_deltas, symmetry
-from jaxmlp.verify import GradientReport
-from jaxmlp.mlp import collapse_linear, forward, forward_with_cache, init_mlp, loss_fn
+from jaxmlp.compilation_cache import enable_compilation_cache
 from jaxmlp.ensemble import evaluate_ensemble, fit_ensemble
+from jaxmlp.gradcheck import check_gradients, compare_deltas, symmetry
+from jaxmlp.mlp import collapse_linear, forward, forward_with_cache, init_mlp, loss_fn
 from jaxmlp.train import TrainingDiverged, evaluate, fit
-from jaxmlp.types import Cache, Layer
-from jaxmlp import programs as _programs
-
-_programs.remember_modules()  # the store's reference for what a later patch rebinds
+from jaxmlp.types import ForwardPass, Layer
+from jaxmlp.verify import GradientReport
 
 __all__ = [
-    "Cache",
+    "ForwardPass",
     "GradientReport",
     "Layer",
     "TrainingDiverged",

@@ -16,9 +16,6 @@ PAIRINGS = (
     ("softmax", "ce", "int"),
 )
 ARCHITECTURES = ((5, 64, 32, 16, 1), (3, 7, 2), (4, 1))
-# gradcheck's programs are small and run once per row: LLVM's optimization passes cost more than they
-# save. Without them the 126 rows took 28 s of CPU instead of 44 (measured with `time`, load ~3).
-GRADCHECK_XLA_OPTIONS = (("xla_backend_optimization_level", 0),)
 
 
 def _targets(key, batch, n_out, kind):
@@ -34,21 +31,18 @@ def _targets(key, batch, n_out, kind):
 
 
 def _any_hidden_activation(index, names):
-    """One Activation that is every hidden activation of ``names``, chosen by a traced ``index``.
+    """One Activation that is the hidden activation ``names[index]``, chosen by a traced ``index``.
 
-    The check of one (architecture, output, loss) then compiles once for all hidden activations,
-    instead of once per activation: compilation, not arithmetic, is what a gradient check costs.
-    σ(z) = Σ_k w_k σ_k(z) with w the one-hot vector of ``index``, and σ' alike: adding the zeros
-    0·σ_k(z) of finite values is exact, so values, hand-written derivatives and autodiff are bit for
-    bit those of the named activation. (A ``lax.switch`` over the activations did the same at about
-    twice the compile time: every branch is a computation of its own.)
+    So one compiled program serves every hidden activation of a (architecture, output, loss) group:
+    compilation, not arithmetic, is what a gradient check costs. σ(z) = Σ_k w_k σ_k(z) with w the one-hot
+    vector of ``index``, and σ' alike: adding the zeros 0·σ_k(z) of finite values is exact, so values,
+    hand-written derivatives and autodiff are bit for bit those of the named activation.
     """
     import jax.numpy as jnp
 
     from jaxmlp import activations
 
     hidden = [activations.get(name) for name in names]
-    assert all(a.kinks in ((), (0.0,)) for a in hidden)  # one kink set serves all; counts are masked below
 
     def select(fns):
         def sigma(z):
@@ -60,84 +54,119 @@ def _any_hidden_activation(index, names):
                                   kinks=(0.0,))
 
 
-def _loss_any(params, x, y, index, *, names, output, loss):
-    """The reference: :func:`jaxmlp.loss_fn` with hidden activation ``names[index]``."""
-    from jaxmlp import loss_fn
+class _Group:
+    """The loss (reference) or backward (checked) of one gradcheck group, as a user would write them for
+    ``check_gradients``: ``(params, x, y, index)``, the hidden activation ``names[index]``. Compared by value,
+    so that every row of a group, and every run of the process, reuses the group's compiled programs."""
 
-    return loss_fn(params, x, y, activation=_any_hidden_activation(index, names), output_activation=output,
-                   loss=loss)
+    def __init__(self, names, output, loss, backward):
+        self.key = (names, output, loss, backward)
+
+    def __eq__(self, other):
+        return isinstance(other, _Group) and self.key == other.key
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __call__(self, params, x, y, index):
+        import jaxmlp
+
+        names, output, loss, backward = self.key
+        fn = jaxmlp.backward if backward else jaxmlp.loss_fn
+        return fn(params, x, y, activation=_any_hidden_activation(index, names), output_activation=output, loss=loss)
 
 
-def _backward_and_kinks_any(params, x, y, index, h, *, names, output, loss):
-    """What is checked, :func:`jaxmlp.backward` with hidden activation ``names[index]``, and its (G2)
-    counts per layer (zero for a smooth activation), in one program."""
-    import jax.numpy as jnp
-
-    from jaxmlp import activations, backward, gradcheck
-
-    sigma = _any_hidden_activation(index, names)
-    has_kink = jnp.array([bool(activations.get(n).kinks) for n in names])
-    counts = gradcheck.near_kinks(params, x, sigma, h) * has_kink[index]
-    return backward(params, x, y, activation=sigma, output_activation=output, loss=loss), counts
+def _call(*args, fn):
+    return fn(*args)
 
 
-def _check_group(sizes, output, loss, kind, key, args, names):
-    """The gradcheck rows of one (architecture, output, loss): one compiled backward and one compiled
-    reference for all hidden activations (``index`` is traced)."""
+def _builtin_checks(args):
+    """jaxmlp's backward, through :func:`jaxmlp.check_gradients`, for every hidden activation × pairing ×
+    architecture: ``(table rows, reports)``."""
     from functools import partial
 
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
-    from jaxmlp import gradcheck as gc, init_mlp, verify
+    from jaxmlp import activations, check_gradients, init_mlp
 
-    # Cross-entropy needs at least two classes: widen a one-unit output layer to three.
-    arch = sizes[:-1] + (3,) if loss == "ce" and sizes[-1] == 1 else sizes
-    options = dict(names=names, output=output, loss=loss)
-    # A fresh jit per run: jax's on-disk cache (when on) is keyed by the HLO, and jaxmlp's store refuses a
-    # patched or edited jaxmlp, so an edited backward recompiles.
-    checked = _jitted(_backward_and_kinks_any, compiler_options=GRADCHECK_XLA_OPTIONS, **options)
-    rows = []
-    with jax.enable_x64(True):  # a thread-local setting: each worker thread sets it
-        for index, (activation, k) in enumerate(zip(names, jax.random.split(key, len(names)))):
-            k_p, k_x, k_y = jax.random.split(k, 3)
-            params = init_mlp(k_p, arch, init="he", dtype=jnp.float64)
-            x = jax.random.normal(k_x, (args.batch, arch[0]), jnp.float64)
-            y = _targets(k_y, args.batch, arch[-1], kind)
-            i = jnp.asarray(index, jnp.int32)
-            out, counts = checked(params, x, y, i, args.h)
-            fd_skip, near_kink = gc.kink_flags(np.asarray(counts))
-            report = verify.check(partial(_loss_any, **options), lambda *_: out, params, (x, y, i), h=args.h,
-                                  fd_skip=fd_skip, near_kink=near_kink, recheck=False,
-                                  compiler_options=GRADCHECK_XLA_OPTIONS)
-            rows.append(["-".join(map(str, arch)), activation, output, f"{loss} ({kind})",
-                         report.max_rel_autodiff, report.max_rel_fd, int(np.sum(counts)), report.ok])
-    return rows
-
-
-def gradcheck(args) -> int:
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    import jax
-
-    from jaxmlp import activations
-    from jaxmlp.report import format_table
-
-    start = time.perf_counter()
     names = tuple(activations.HIDDEN_NAMES)
     groups = [(sizes, output, loss, kind) for sizes in ARCHITECTURES for output, loss, kind in PAIRINGS]
     keys = jax.random.split(jax.random.key(args.seed), len(groups))
-    # XLA compiles one program per thread without holding the GIL: compile the groups side by side.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        futures = [pool.submit(_check_group, *group, key, args, names) for group, key in zip(groups, keys)]
-        rows = [row for f in futures for row in f.result()]
+    rows, reports = [], []
+    with jax.enable_x64(True):
+        for (sizes, output, loss, kind), group_key in zip(groups, keys):
+            arch = sizes[:-1] + (3,) if loss == "ce" and sizes[-1] == 1 else sizes  # ce needs two classes or more
+            # A fresh function per run: jit traces the backward now loaded (a patched one in a test, say).
+            backward_fn = jax.jit(partial(_call, fn=_Group(names, output, loss, backward=True)))
+            loss_fn = _Group(names, output, loss, backward=False)
+            for index, (activation, k) in enumerate(zip(names, jax.random.split(group_key, len(names)))):
+                k_p, k_x, k_y = jax.random.split(k, 3)
+                params = init_mlp(k_p, arch, init="he", dtype=jnp.float64)
+                x = jax.random.normal(k_x, (args.batch, arch[0]), jnp.float64)
+                y = _targets(k_y, args.batch, arch[-1], kind)
+                report = check_gradients(params, x, y, jnp.asarray(index, jnp.int32), backward_fn=backward_fn,
+                                         loss_fn=loss_fn, h=args.h)
+                rows.append(["-".join(map(str, arch)), activation, output, f"{loss} ({kind})",
+                             report.max_rel_autodiff, report.max_rel_fd, report.ok])
+                reports.append(report)
+    return rows, reports
+
+
+def _user_check(target, args):
+    """The user's model ``path/to/file.py:name`` or ``module:name``: ``name()`` returns ``(params, args,
+    backward_fn, loss_fn)``, checked by :func:`jaxmlp.check_gradients`."""
+    import importlib
+    import importlib.util
+    import os
+
+    from jaxmlp import check_gradients
+
+    source, _, name = target.rpartition(":")
+    if not source or not name:
+        raise SystemExit(f"jaxmlp gradcheck: expected path/to/file.py:name or module:name, got {target!r}")
+    if source.endswith(".py") or os.sep in source:
+        if not os.path.isfile(source):
+            raise SystemExit(f"jaxmlp gradcheck: no such file {source!r}")
+        spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(source))[0], source)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(source)
+    if not callable(getattr(module, name, None)):
+        raise SystemExit(f"jaxmlp gradcheck: {source!r} has no function {name!r}")
+    made = getattr(module, name)()
+    if not (isinstance(made, tuple) and len(made) == 4 and isinstance(made[1], tuple)):
+        raise SystemExit(f"jaxmlp gradcheck: {name}() must return (params, args, backward_fn, loss_fn) with args a "
+                         f"tuple, got {type(made).__name__}")
+    params, call_args, backward_fn, loss_fn = made
+    return check_gradients(params, *call_args, backward_fn=backward_fn, loss_fn=loss_fn, h=args.h)
+
+
+def gradcheck(args) -> int:
+    import json
+
+    from jaxmlp.report import format_table
+
+    start = time.perf_counter()
+    if args.target is not None:
+        report = _user_check(args.target, args)
+        print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+        return 0 if report.ok else 1
+    rows, reports = _builtin_checks(args)
     failures = sum(not row[-1] for row in rows)
-    print(format_table(["sizes", "activation", "output", "loss", "max rel vs jax.grad",
-                        "max rel vs finite diff", "near kink", "ok"], rows))
-    print(f"\n{len(rows) - failures}/{len(rows)} combinations pass (float64; rel tol 1e-9 against "
-          f"jax.grad, 1e-6 against central differences, h = {args.h:g}) in {time.perf_counter() - start:.1f} s")
+    if args.json:
+        print(json.dumps([dict(zip(("sizes", "activation", "output", "loss"), row[:4]), **report.to_dict())
+                          for row, report in zip(rows, reports)], indent=2))
+        return 1 if failures else 0
+    print(format_table(["sizes", "activation", "output", "loss", "max rel vs jax.grad", "max rel vs finite diff",
+                        "ok"], rows))
+    print(f"\n{len(rows) - failures}/{len(rows)} combinations pass (float64, through jaxmlp.check_gradients: rel "
+          f"tol 1e-9 against jax.grad, 1e-6 against central differences, h = {args.h:g}) in "
+          f"{time.perf_counter() - start:.1f} s")
+    for row, report in zip(rows, reports):
+        if not report.ok:
+            print(f"\n{' '.join(map(str, row[:4]))}:\n{report}")
     return 1 if failures else 0
 
 
@@ -194,17 +223,13 @@ def _epochs_per_call(epochs, checkpoint_every=None) -> int:
     return max(d for d in range(1, max(epochs // 4, 1) + 1) if epochs % d == 0)
 
 
-def _jitted(fn, *, compiler_options=(), **static):
-    """``jax.jit(partial(fn, **static))`` with XLA ``compiler_options`` (``(name, value)`` pairs), through
-    jaxmlp's store of programs when the cache is on."""
-    import jax
+def _jitted(fn, **static):
+    """``jax.jit(partial(fn, **static))``."""
     from functools import partial
 
-    from jaxmlp import programs
+    import jax
 
-    options = dict(compiler_options) or None
-    return partial(programs.call, fn, static, compiler_options=options,
-                   fallback=jax.jit(partial(fn, **static), compiler_options=options))
+    return jax.jit(partial(fn, **static))
 
 
 def _setup(key, *, sizes, init):
@@ -372,8 +397,15 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxmlp", description=__doc__, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("gradcheck", formatter_class=fmt,
-                       help="check the hand-derived backward against jax.grad and finite "
-                            "differences for every activation x output x loss")
+                       help="check a backward against jax.grad and finite differences: jaxmlp's own for every "
+                            "activation x output x loss, or your model's",
+                       description="Check a backward with jaxmlp.check_gradients. Without TARGET: jaxmlp's own "
+                                   "backward, every hidden activation x (output, loss) on three architectures. "
+                                   "Exit status 0 when every check passes, 1 when one fails.")
+    p.add_argument("target", nargs="?", default=None, metavar="TARGET",
+                   help="your model, path/to/file.py:name or module:name, where name() returns (params, args, "
+                        "backward_fn, loss_fn), args a tuple (default: jaxmlp's own backward)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (for CI) instead of the table")
     p.add_argument("--seed", type=int, default=0, help="seed of the parameters and data")
     p.add_argument("--batch", type=_positive(int), default=8, help="examples per check (a positive int)")
     p.add_argument("--h", type=_positive(float), default=1e-6, help="finite-difference step")
@@ -415,17 +447,15 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if not args.no_cache:
-        from jaxmlp.cache import enable_compilation_cache
+        from jaxmlp.compilation_cache import enable_compilation_cache
 
         try:
             enable_compilation_cache(args.cache_dir)
-        except OSError as e:  # an unwritable directory costs the cache, not the run
+        except OSError as e:  # an unwritable or unsafe directory costs the cache, not the run
             print(f"jaxmlp: no compilation cache ({e}); every program will be compiled. --no-cache silences "
-                  f"this, --cache-dir DIR picks a writable directory", file=sys.stderr)
+                  f"this, --cache-dir DIR picks another directory", file=sys.stderr)
     return args.run(args)
 
 
-if __name__ == "__main__":  # python -m jaxmlp.cli: run the module jaxmlp imports, not this __main__ copy of it,
-    from jaxmlp import cli  # whose functions jaxmlp's store of programs could not name (so would not store)
-
-    sys.exit(cli.main())
+if __name__ == "__main__":
+    sys.exit(main())

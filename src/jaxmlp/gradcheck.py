@@ -28,9 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmlp import activations, backprop, mlp
-from jaxmlp.report import Agreement, agreement, format_table
+from jaxmlp.report import Agreement, GradientReport, LeafCheck, agreement, format_table
 from jaxmlp.types import Layer
-from jaxmlp.verify import GradientReport, LeafCheck, check, finite_difference_grads
+from jaxmlp.verify import check, finite_difference_grads
 
 __all__ = ["GradientReport", "LeafCheck", "check_gradients", "compare_deltas", "finite_difference_grads",
            "near_kinks", "symmetry"]
@@ -69,9 +69,24 @@ def is_mlp(params) -> bool:
     return isinstance(params, tuple) and len(params) > 0 and all(isinstance(p, Layer) for p in params)
 
 
-@partial(jax.jit, static_argnames=("activation", "output_activation", "loss"))
-def _jaxmlp_backward(params, x, y, *, activation, output_activation, loss):
-    return backprop.backward(params, x, y, activation=activation, output_activation=output_activation, loss=loss)
+@dataclass(frozen=True)
+class _MLP:
+    """jaxmlp's own loss (the reference) or backward (what is checked) of an MLP configuration, compared by
+    value, so that ``jit`` (the backward's and the checker's) finds what an equal earlier check compiled."""
+
+    activation: object
+    output_activation: object
+    loss: str
+    backward: bool = False
+
+    def __call__(self, params, x, y):
+        fn = backprop.backward if self.backward else mlp.loss_fn
+        return fn(params, x, y, activation=self.activation, output_activation=self.output_activation, loss=self.loss)
+
+
+@partial(jax.jit, static_argnames="of")
+def _jitted(params, x, y, *, of):
+    return of(params, x, y)
 
 
 def check_gradients(params, *args, backward_fn=None, loss_fn=None, h: float = 1e-6,
@@ -137,7 +152,7 @@ def check_gradients(params, *args, backward_fn=None, loss_fn=None, h: float = 1e
         kw = dict(activation="relu", output_activation=None, loss="mse") | mlp_options
         mlp.resolve(kw["activation"], kw["output_activation"], kw["loss"])
         mlp.check_target(params, *args, kw["loss"])
-        backward_fn, loss_fn = partial(_jaxmlp_backward, **kw), partial(mlp.loss_fn, **kw)
+        backward_fn, loss_fn = partial(_jitted, of=_MLP(**kw, backward=True)), _MLP(**kw)
     fd_skip = near_kink = None
     if own or "activation" in mlp_options:
         with jax.enable_x64(True):

@@ -57,8 +57,8 @@ the finite-difference step:
 
 Finite differences cost 2 evaluations of f per direction, all of them in one compiled ``lax.map`` in
 chunks whose perturbed copies of θ fit in ``FD_BUDGET`` numbers, so memory does not grow with the
-number of directions. The compiled program is cached on the loss function and θ's structure: a
-repeat call with the same shapes does not recompile.
+number of directions. The program is ``jax.jit``'s, with the loss function and θ's structure as static
+arguments: a repeat call with the same function and shapes does not recompile.
 """
 
 from __future__ import annotations
@@ -74,116 +74,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jaxmlp import programs
-from jaxmlp.report import Agreement, agreement, format_table
+from jaxmlp.report import Agreement, GradientReport, LeafCheck, LossCheck, agreement
 
 FD_BUDGET = 1 << 21  # directions per chunk × θ's size (each direction holds θ + hv and θ - hv: 2 of those)
 FD_MAX_CHUNK = 16  # directions per chunk at most: wider vmaps ran slower on CPU (batched small matmuls)
 _EPS = float(np.finfo(np.float64).eps)
-
-
-# ----------------------------------------------------------------------------------------------- report
-
-@dataclass(frozen=True)
-class LeafCheck:
-    """One leaf of the gradient against both references.
-
-    Attributes:
-      path: ``jax.tree_util.keystr`` of the leaf's path in θ, e.g. ``"[0].W"`` or ``"['W']"``.
-      ok: whether the leaf passes; ``reason`` says why not (empty when ok).
-      shape: the reference's shape.
-      autodiff: :class:`~jaxmlp.report.Agreement` with ``jax.grad`` (V2); None when not comparable.
-      finite_diff: agreement of ⟨g, v⟩ with (V3) over the leaf's directions; None when not comparable.
-      fd_checked: what finite differences checked, e.g. ``"all 6"`` or ``"16 dirs"``.
-      flagged: failing directions where finite differences are not conclusive, so not judged: not
-        smooth (V5), or not converging as h halves (V6), or near a kink (G2).
-      near_kink: for a jaxmlp MLP, the layer's pre-activations within reach of a kink (G2); else None.
-    """
-
-    path: str
-    ok: bool
-    reason: str = ""
-    shape: tuple = ()
-    autodiff: Agreement | None = None
-    finite_diff: Agreement | None = None
-    fd_checked: str = ""
-    flagged: int = 0
-    near_kink: int | None = None
-
-
-@dataclass(frozen=True)
-class LossCheck:
-    """The row for the loss value itself: the backward's returned loss against ``f(θ)`` (V1)."""
-
-    value: float
-    reference: float
-    abs_err: float
-    ok: bool
-    reason: str = ""
-    path: str = "loss"
-
-
-@dataclass(frozen=True)
-class GradientReport:
-    """The result of a gradient check; ``print(report)`` shows it as a table, ``bool(report)`` is ``.ok``.
-
-    Attributes:
-      loss: the reference loss f(θ).
-      loss_check: the row for the loss value itself (V1): the backward's loss against f(θ); the
-        table's first line.
-      rows: one :class:`LeafCheck` per leaf of the reference gradient (θ's leaves), then one per
-        unexpected extra leaf of the checked gradient.
-    """
-
-    loss: float
-    loss_check: LossCheck
-    rows: tuple[LeafCheck, ...]
-    rtol_autodiff: float
-    rtol_fd: float
-    h: float
-
-    @property
-    def ok(self) -> bool:
-        return self.loss_check.ok and all(r.ok for r in self.rows)
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-    @property
-    def failures(self) -> tuple[str, ...]:
-        """``"path: reason"`` for the loss and every failing leaf."""
-        loss = () if self.loss_check.ok else (f"loss: {self.loss_check.reason}",)
-        return loss + tuple(f"{r.path}: {r.reason}" for r in self.rows if not r.ok)
-
-    def raise_for_failure(self) -> None:
-        """Raise ``AssertionError`` listing the failing leaves (for a user's pytest), else do nothing."""
-        if not self.ok:
-            raise AssertionError("gradient check failed:\n  " + "\n  ".join(self.failures) + "\n\n" + str(self))
-
-    @property
-    def max_rel_autodiff(self) -> float:
-        return max((r.autodiff.max_rel for r in self.rows if r.autodiff is not None), default=float("inf"))
-
-    @property
-    def max_rel_fd(self) -> float:
-        return max((r.finite_diff.max_rel for r in self.rows if r.finite_diff is not None), default=float("inf"))
-
-    def __str__(self) -> str:
-        kinks = any(r.near_kink is not None for r in self.rows)
-        headers = ["leaf", "shape", "ad max abs", "ad max rel", "ad cos", "fd checked", "fd max abs", "fd max rel",
-                   "fd cos", "fd flagged", *(["near kink"] if kinks else []), "ok", "reason"]
-        lc, nan3 = self.loss_check, ("-", "-", "-")
-        rel = lc.abs_err / abs(lc.reference) if lc.reference else lc.abs_err
-        rows = [["loss", "scalar", lc.abs_err, rel, "-", "-", *nan3, "-", *(["-"] if kinks else []), lc.ok, lc.reason]]
-        rows += [[r.path, "x".join(map(str, r.shape)) or "scalar", *(r.autodiff or nan3), r.fd_checked or "-",
-                  *(r.finite_diff or nan3), r.flagged, *([r.near_kink if r.near_kink is not None else "-"]
-                                                           if kinks else []), r.ok, r.reason]
-                 for r in self.rows]
-        head = (f"gradient check in float64: loss_fn = {self.loss:.10g}, backward's loss {lc.value:.10g}; pass if "
-                f"the loss agrees (V1), ad max rel <= {self.rtol_autodiff:g} (V2) and fd max rel <= "
-                f"{self.rtol_fd:g} or within rounding noise (V3)-(V4), h = {self.h:g}; fd not judged along "
-                f"flagged directions (V5)-(V6)")
-        return head + "\n" + format_table(headers, rows)
 
 
 # ------------------------------------------------------------------------------- finite differences
@@ -317,27 +212,6 @@ def smooth_directions(lam, c_h, c_h2, c_h4, h):
 
 # ------------------------------------------------------------------------------------ the engine
 
-def fn_key(fn):
-    """A hashable key for a function, equal for equal ``functools.partial`` objects (which hash by
-    identity), so that a fresh ``partial(loss_fn, ...)`` per call still finds its compiled program.
-    None when some part is unhashable (then nothing is cached)."""
-    if isinstance(fn, functools.partial):
-        parts = (fn_key(fn.func), *(fn_key(a) for a in fn.args), *(fn_key(v) for v in fn.keywords.values()))
-        if any(p is None for p in parts):
-            return None
-        return ("partial", parts[0], tuple(parts[1:1 + len(fn.args)]),
-                tuple(zip(fn.keywords, parts[1 + len(fn.args):])))
-    try:
-        hash(fn)
-    except TypeError:
-        return None
-    return (type(fn), fn)
-
-
-_PROGRAMS: dict = {}
-_MAX_PROGRAMS = 64
-
-
 def _reference_program(loss_fn, treedef, shapes, seed, flat, args, g_flat, leaf, coord, h):
     """``(jax.grad(f)(θ) flattened, f(θ), D_v (V3), c_v (V5), [⟨g, v⟩, ⟨g_ad, v⟩], |Δg_ad|)`` for the
     directions (leaf, coord); |Δg_ad| is how much jax.grad moves when θ is nudged by 4 ε relative (V2)."""
@@ -360,34 +234,52 @@ def _reference_program(loss_fn, treedef, shapes, seed, flat, args, g_flat, leaf,
             wobble, jitter)
 
 
-def _program(loss_fn, treedef, shapes, seed, static=(), fresh=False, compiler_options=()):
-    """The compiled :func:`_reference_program` for ``loss_fn`` and θ's structure, cached so that a repeat
-    call with the same shapes does not recompile; ``h`` is traced, so h/2 and h/4 (V5) reuse it too.
+class _StaticFn:
+    """``loss_fn`` as a static argument of ``jit``, equal for equal ``functools.partial`` objects (which
+    Python compares by identity), so that a fresh ``partial(f, a=1)`` per call finds the program an equal
+    one compiled. Anything else compares as itself."""
+
+    def __init__(self, fn):
+        self.fn, self.key = fn, _fn_key(fn)
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+    def __eq__(self, other):
+        return isinstance(other, _StaticFn) and self.key == other.key
+
+    def __hash__(self):
+        return hash(self.key)
+
+
+def _fn_key(fn):
+    if isinstance(fn, functools.partial):
+        return ("partial", _fn_key(fn.func), tuple(_fn_key(a) for a in fn.args),
+                tuple((k, _fn_key(v)) for k, v in sorted(fn.keywords.items())))
+    return (type(fn), fn)  # raises TypeError at hash() for what does not hash
+
+
+def _program(loss_fn, treedef, shapes, seed, static=()):
+    """:func:`_reference` compiled for ``loss_fn`` and θ's structure, by ``jax.jit`` with them as static
+    arguments: jit's own cache serves a repeat call with the same function and shapes; ``h`` is traced, so
+    h/2 and h/4 (V5) run the same program.
 
     ``static`` holds the positional arguments that are Python ints, bools, strings or None, as
     ``(position, value)``: they are closed over (a size or a flag stays a Python value, as under
-    ``jit``'s ``static_argnums``) and are part of the cache key. ``fresh=True`` replaces the cached program.
-    ``compiler_options``: XLA options as ``(name, value)`` pairs, part of the key too.
+    ``jit``'s ``static_argnums``). A ``loss_fn`` that does not hash gets a fresh (uncached) program;
+equal ``functools.partial`` objects count as one function (:class:`_StaticFn`).
     """
-    statics = dict(loss_fn=loss_fn, treedef=treedef, shapes=shapes, seed=seed, static=static)
-    options = dict(compiler_options) or None
-    jitted = jax.jit(functools.partial(_reference, **statics), compiler_options=options)  # nothing traced yet
-    key = fn_key(loss_fn)
-    if key is None:
-        return jitted
-    key = (key, treedef, shapes, seed, static, compiler_options)
-    if fresh or key not in _PROGRAMS:
-        if len(_PROGRAMS) >= _MAX_PROGRAMS:
-            _PROGRAMS.pop(next(iter(_PROGRAMS)))
-        _PROGRAMS[key] = jitted
-    if fresh:  # a recompile: loss_fn reads something that changed, which no stored program can know
-        return _PROGRAMS[key]
-    return functools.partial(programs.call, _reference, statics, fallback=_PROGRAMS[key], compiler_options=options)
+    statics = dict(loss_fn=_StaticFn(loss_fn), treedef=treedef, shapes=shapes, seed=seed, static=static)
+    try:
+        hash(statics["loss_fn"])
+    except TypeError:
+        return jax.jit(functools.partial(_reference, **statics))
+    return functools.partial(_compiled_reference, **statics)
 
 
 def _reference(flat, args, g_flat, leaf, coord, h, *, loss_fn, treedef, shapes, seed, static):
     """:func:`_reference_program` with the ``static`` positional arguments of ``loss_fn`` closed over (see
-    :func:`_program`): the function that is compiled, and that jaxmlp's store of programs keys."""
+    :func:`_program`): the function that is compiled."""
     if static:
         fixed, plain = dict(static), loss_fn
 
@@ -396,6 +288,9 @@ def _reference(flat, args, g_flat, leaf, coord, h, *, loss_fn, treedef, shapes, 
             return plain(theta, *(fixed[i] if i in fixed else next(it) for i in range(len(traced) + len(fixed))))
 
     return _reference_program(loss_fn, treedef, shapes, seed, flat, args, g_flat, leaf, coord, h)
+
+
+_compiled_reference = jax.jit(_reference, static_argnames=("loss_fn", "treedef", "shapes", "seed", "static"))
 
 
 def to_float64(tree):
@@ -438,8 +333,7 @@ def _structure_problem(g, ref_shape, ref_dtype):
 
 def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff: float = 1e-9,
           rtol_fd: float = 1e-6, fd_max_coords: int = 256, fd_directions: int = 16, fd_samples: int = 0,
-          seed: int = 0, fd_skip=None, near_kink=None, recheck: bool = True,
-          compiler_options: tuple = ()) -> GradientReport:
+          seed: int = 0, fd_skip=None, near_kink=None) -> GradientReport:
     """Check ``backward_fn`` against ``jax.grad(loss_fn)`` and finite differences; see the module docstring.
 
     Args:
@@ -450,9 +344,6 @@ def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff:
       fd_skip: optional ``path -> bool``: leaves whose finite differences are not judged (the MLP's
         kink flags (G2)).
       near_kink: optional ``path -> int`` shown in the report.
-      recheck: compare the cached compiled f(θ) with one eager ``loss_fn(params, *args)``, and compile
-        afresh when they differ (a ``loss_fn`` that reads a global that has changed since).
-      compiler_options: XLA options for the compiled reference, as ``(name, value)`` pairs.
 
     Returns:
       A :class:`GradientReport`.
@@ -497,9 +388,9 @@ def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff:
         leaf_ids, coords = pad_directions(dirs.leaf, dirs.coord, flat.size)
         n = dirs.leaf.size  # the results of the padding directions are dropped
 
-        def run(step, fresh=False):
-            program = _program(loss_fn, jax.tree_util.tree_structure(params), shapes, seed, static, fresh,
-                               compiler_options)
+        program = _program(loss_fn, jax.tree_util.tree_structure(params), shapes, seed, static)
+
+        def run(step):
             try:
                 return [np.asarray(a) for a in program(flat, traced, g_flat, jnp.asarray(leaf_ids),
                                                        jnp.asarray(coords), step)]
@@ -509,10 +400,6 @@ def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff:
                                 "with functools.partial") from e
 
         g_ad, f0, D, c, Gv, wobble, jitter = run(h)
-        if recheck and not _same_loss(loss_fn(params, *args), f0):
-            # The cached program disagrees with loss_fn called now: loss_fn reads something that changed
-            # since it was compiled (a global, say). Compile it afresh.
-            g_ad, f0, D, c, Gv, wobble, jitter = run(h, fresh=True)
         lam = max(abs(float(f0)), 1.0, float(jitter) / _EPS)  # λ of (V4): the loss, or f's measured rounding
         D, c, g_v, scale, moved = D[:n], c[:n], Gv[:n, 0], _leaf_scale(Gv[:n, 1], dirs), Gv[:n, 2] > 0
         judged = fd_fail = _fd_failures(D, g_v, scale, lam, h, rtol_fd) | ~moved
@@ -542,12 +429,6 @@ def check_options(h, rtol_autodiff, rtol_fd, fd_max_coords, fd_directions, fd_sa
         warnings.warn(f"h={h:g} is outside [1e-10, 1e-4]: in float64, rounding (small h) or the O(h³) term of "
                       f"(V5) (large h) can make finite differences flag every direction as not conclusive",
                       stacklevel=3)
-
-
-def _same_loss(eager, f0) -> bool:
-    """Whether an eager ``loss_fn(θ, *args)`` agrees with the compiled f(θ) to rounding."""
-    eager = float(np.asarray(eager, np.float64).reshape(()))
-    return abs(eager - float(f0)) <= 1e-9 * max(abs(float(f0)), 1.0) or (np.isnan(eager) and np.isnan(f0))
 
 
 def converged(e_h, e_h2, e_h4):
