@@ -29,10 +29,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmlp import optim
-
 from benchmarks.harness import Bench
 from benchmarks.systems import LR, Config, jaxmlp_grad_fn, scan_bench, stacked_params, train_step
+from jaxmlp import optim
 
 
 def manual_vmap_ensemble(cfg: Config, K: int, n_steps: int = 64) -> Bench:
@@ -108,8 +107,8 @@ def compare_with_experts(K: int = 64, epochs: int = 8, per_epoch: int = 128, rep
     import os
 
     from benchmarks.harness import measure
-    from benchmarks.systems import _fit_shape, expert_bench, jaxmlp_fit, jaxmlp_fit_ensemble
     from benchmarks.suite import SEED
+    from benchmarks.systems import _fit_shape, expert_bench, jaxmlp_fit, jaxmlp_fit_ensemble
 
     log(f"load average before: {os.getloadavg()}")
     flops = SEED.step_flops * epochs * per_epoch
@@ -167,8 +166,8 @@ def profile_ensemble(K: int = 64, epochs: int = 8, per_epoch: int = 128, min_us:
 
     from jax.profiler import ProfileData
 
-    from benchmarks.systems import expert_bench, jaxmlp_fit_ensemble
     from benchmarks.suite import SEED
+    from benchmarks.systems import expert_bench, jaxmlp_fit_ensemble
 
     dump = os.environ.get("JAXMLP_PROFILE_DUMP")
     if dump is None or "xla_cpu_enable_xprof_traceme" not in os.environ.get("XLA_FLAGS", ""):

@@ -51,9 +51,8 @@ import numpy as np  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
 import jaxmlp  # noqa: E402
-from jaxmlp import optim  # noqa: E402
-
 from benchmarks import systems  # noqa: E402
+from jaxmlp import optim  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,8 @@ import jax.numpy as jnp
 import optax
 
 import jaxmlp
-from jaxmlp import optim
-
 from benchmarks.harness import Bench, compile_jit, stateful
+from jaxmlp import optim
 
 LR = 1e-3
 

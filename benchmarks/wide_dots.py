@@ -131,10 +131,9 @@ def manual_step_b3_materialized():
     import jax
 
     import jaxmlp
-    from jaxmlp import optim
-
     from benchmarks import suite, systems
     from benchmarks.harness import Bench, compile_jit, stateful
+    from jaxmlp import optim
 
     cfg = suite.WIDE
     params = jaxmlp.init_mlp(jax.random.key(0), cfg.sizes)

@@ -45,7 +45,7 @@ def main(address, num_processes, process_id, out):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     except AttributeError as e:  # older jax: no cross-process CPU collectives
         print(f"UNSUPPORTED: jax {jax.__version__} has no jax_cpu_collectives_implementation ({e})", flush=True)
-        raise SystemExit(3)
+        raise SystemExit(3) from None
     jax.distributed.initialize(coordinator_address=address, num_processes=num_processes, process_id=process_id,
                                initialization_timeout=60)
     from jax.sharding import Mesh

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from _trees import assert_trees_equal, max_rel
+
 import jaxmlp
 from jaxmlp import optim
 
