@@ -1,14 +1,17 @@
-"""check_gradients: never a false pass, never a false fail, on any pytree model; the MLP extras.
+"""check_gradients: never a false pass, never a false fail, on any pytree model; kinks judged; the MLP extras.
 
 "Never a false pass" plants one bug per test in a correct backward and requires a failing report that
 names the leaf. "Never a false fail" gives correct gradients of models that are not jaxmlp's (dict
 params, W stored (n_in, n_out), a custom_vjp rule, scalar leaves, exact kinks) and requires a pass.
+``tests/_models.py`` adds a researcher's models (a convolution, attention, layer norm, an RNN through
+lax.scan, mixed leaves), each with a hand-written backward and its realistic bugs.
 """
 
 import io
 import logging
 from functools import partial
 
+import _models
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -205,9 +208,10 @@ def test_a_backward_that_computes_in_float32_fails_and_says_so(x64):
 def test_report_prints_a_table_with_a_row_for_the_loss_and_one_per_leaf(x64):
     params, x, y = _problem()
     lines = str(jaxmlp.check_gradients(params, x, y, activation="tanh")).splitlines()
-    assert all(h in lines[1] for h in ("ad max rel", "fd checked", "fd max rel", "fd flagged", "near kink"))
-    assert [line.split()[0] for line in lines[3:]] == ["loss"] + [f"[{l}].{leaf}" for l in range(3) for leaf in "Wb"]
-    assert all(line.rstrip().endswith("ok") for line in lines[3:])
+    assert lines[1].startswith("finite differences: ") and "directions" in lines[1]  # where the budget went
+    assert all(h in lines[2] for h in ("ad max rel", "fd checked", "fd max rel", "fd flagged", "kinks"))
+    assert [line.split()[0] for line in lines[4:]] == ["loss"] + [f"[{l}].{leaf}" for l in range(3) for leaf in "Wb"]
+    assert all(line.rstrip().endswith("ok") for line in lines[4:])
 
 
 def test_report_of_a_failure_prints_the_reason_and_the_table(x64):
@@ -221,7 +225,7 @@ def test_report_of_a_failure_prints_the_reason_and_the_table(x64):
     assert "[0].b: shape (1, 6) != (6,)" in str(err.value)
     wrong_loss = jaxmlp.check_gradients(params, x, y, backward_fn=_mlp_backward_with(MLP_BUGS["wrong-loss"][0]),
                                         loss_fn=MLP_REFERENCE)
-    loss_line = str(wrong_loss).splitlines()[3]
+    loss_line = str(wrong_loss).splitlines()[4]
     assert loss_line.startswith("loss") and "FAIL" in loss_line and "!= loss_fn's" in loss_line
 
 
@@ -316,26 +320,24 @@ def _zero_input_row(sizes=(4, 16, 16, 2)):
     return params, x.at[0].set(0.0), y
 
 
-def test_exact_kinks_pass_for_jaxmlp_with_the_G2_flags(x64):
+def test_exact_kinks_pass_for_jaxmlp_whose_convention_is_jaxs(x64):
     params, x, y = _zero_input_row()
     report = jaxmlp.check_gradients(params, x, y, activation="relu")
     assert report.ok, str(report)
-    assert [r.near_kink for r in report.rows] == [16, 16, 16, 16, 0, 0]
-    assert report.max_rel_autodiff <= 1e-14  # judged at the kinks too: relu'(0) = 0 on both sides, equal to rounding
+    assert report.max_rel_autodiff <= 1e-14  # relu'(0) = 0, jax.nn.relu's: equal to rounding, nothing to excuse
+    assert all(r.kinks == 0 for r in report.rows)
 
 
 def test_exact_kinks_pass_for_a_user_backward_by_detecting_non_smoothness(x64):
-    """No (G2) here: the checker sees a generic model. Random directions through the 16 + 16 units on the
-    kink are not bracketed by the one-sided slopes, and central differences miss the backward by ~10 %;
-    (V5) flags those directions instead of failing them."""
+    """Random directions through the 16 + 16 units on the kink are not bracketed by the one-sided slopes, and
+    central differences miss the backward by ~10 %; (V5) flags those directions instead of failing them."""
     params, x, y = _zero_input_row()
     relu_loss = partial(jaxmlp.loss_fn, activation="relu")
     report = jaxmlp.check_gradients(params, x, y, backward_fn=partial(jaxmlp.backward, activation="relu"),
-                                    loss_fn=relu_loss, fd_max_coords=8)
+                                    loss_fn=relu_loss, fd_budget=40)
     assert report.ok, str(report)
     biases = [r for r in report.rows if r.path in ("[0].b", "[1].b")]
-    assert all(r.fd_checked == "16 dirs" and r.flagged > 0 and r.finite_diff.max_rel > 1e-2 for r in biases)
-    assert all(r.near_kink is None for r in report.rows)
+    assert all(r.fd_checked.endswith("dirs") and r.flagged > 0 and r.finite_diff.max_rel > 1e-2 for r in biases)
 
 
 def test_non_smooth_direction_is_flagged_and_a_smooth_wrong_one_still_fails(x64):
@@ -351,8 +353,9 @@ def test_non_smooth_direction_is_flagged_and_a_smooth_wrong_one_still_fails(x64)
 
     wrong = jaxmlp.check_gradients(params, backward_fn=off_in_a_smooth_coordinate, loss_fn=f)
     # error 1e-3 against the leaf's largest entry |∂f/∂t_2| = |2 (-2)| = 4, on autodiff and on the smooth coordinate
-    assert wrong.failures == ("['t']: disagrees with jax.grad (max rel 2.50e-04 > 1e-09); disagrees with finite "
-                              "differences along 1 smooth direction(s) (max rel 2.50e-04 > 1e-06)",)
+    assert wrong.failures == ("['t']: disagrees with jax.grad at 1 of 4 entries (max rel 2.50e-04 > 1e-09); disagrees "
+                              "with finite differences along 1 smooth direction(s) (max rel 2.50e-04 > 1e-06); "
+                              "worst entry (1,): 3.001 (jax.grad 3, finite differences 3)",)
 
 
 def test_a_big_kink_does_not_loosen_the_other_directions_tolerance(x64):
@@ -486,15 +489,21 @@ def test_a_step_too_small_to_move_theta_fails_instead_of_checking_nothing(x64):
 
 # -------------------------------------------------------------------------------- scale, compile
 
-def test_large_leaves_are_checked_along_random_directions_and_sampled_coordinates(x64):
+def test_the_budget_is_spread_over_leaves_by_size(x64):
+    """√n shares, capped at a leaf's n coordinates, at least one direction per leaf; the report says where."""
+    assert verify.allocate([400, 100, 4, 1], [True] * 4, 30) == [19, 9, 1, 1]  # t = 0.95: 0.95 √n, floored
+    assert verify.allocate([400, 100, 4, 1], [True, False, True, True], 30) == [27, 0, 2, 1]
+    assert verify.allocate([10, 10], [True, True], 1000) == [10, 10]  # a small model is checked whole
     params, x, y = _problem(sizes=(30, 20, 2))
-    report = jaxmlp.check_gradients(params, x, y, activation="tanh", fd_max_coords=50, fd_directions=4,
-                                    fd_samples=3)
-    assert [r.fd_checked for r in report.rows] == ["4 dirs + 3 coords", "all 20", "all 40", "all 2"]
+    report = jaxmlp.check_gradients(params, x, y, activation="tanh", fd_budget=60)
+    assert [r.fd_checked for r in report.rows] == ["21 dirs", "3 dirs", "5 dirs", "1 dir"]  # 600, 20, 40, 2 entries
+    assert report.fd_spent == {"directions": 30, "evaluations": 60, "reruns": 0, "kink_evaluations": 0,
+                               "off_kink": False}
     assert report.ok, str(report)
     bad = jaxmlp.check_gradients(params, x, y, backward_fn=_mlp_backward_with(_first_layer(_largest_entry_times(1.01))),
-                                 loss_fn=MLP_REFERENCE, fd_max_coords=50, fd_directions=4, fd_samples=0)
+                                 loss_fn=MLP_REFERENCE, fd_budget=60)
     assert bad.rows[0].finite_diff.max_rel > 1e-6 and not bad.rows[0].ok  # a 1 % error shows along directions
+    assert 0 < bad.fd_spent["reruns"] <= 4 * 21  # only the failing directions run again, at h/2 and h/4
 
 
 def _compilations(fn):
@@ -534,14 +543,14 @@ def test_784_512_512_10_checks_and_passes(x64):
     labels = jax.random.randint(k_y, (64,), 0, 10)
     report = jaxmlp.check_gradients(params, x, labels, activation="relu", loss="ce")
     assert report.ok, str(report)
-    assert [r.fd_checked for r in report.rows] == ["16 dirs"] * 5 + ["all 10"]
+    assert report.fd_spent["directions"] <= verify.FD_BUDGET // 2
 
     def slip(params, x, labels):  # one entry of the 512x512 layer off by 1e-5 relative
         loss, g = jaxmlp.backward(params, x, labels, activation="relu", loss="ce")
         return loss, (g[0], _largest_entry_times(1 + 1e-5)(g[1]), g[2])
 
     bad = jaxmlp.check_gradients(params, x, labels, backward_fn=slip,
-                                 loss_fn=partial(jaxmlp.loss_fn, activation="relu", loss="ce"), activation="relu")
+                                 loss_fn=partial(jaxmlp.loss_fn, activation="relu", loss="ce"))
     assert [f.split(":")[0] for f in bad.failures] == ["[1].W"]
 
 
@@ -557,7 +566,9 @@ def test_user_backward_needs_its_loss_fn(x64):
     (dict(h=0.0), ValueError, "h must be a finite number > 0"),
     (dict(rtol_fd=-1.0), ValueError, "rtol_fd must be a finite number > 0"),
     (dict(h=float("inf")), ValueError, "h must be a finite number > 0"),
-    (dict(fd_directions=-1), ValueError, r"fd_directions must be an int in \[0, 2\*\*31\)"),
+    (dict(fd_budget=1), ValueError, r"fd_budget must be an int in \[2, 2\*\*31\)"),
+    (dict(precision="float16"), ValueError, r"precision must be one of \('float64', 'float32'\)"),
+    (dict(kinks="lenient"), ValueError, r"kinks must be one of \('allow', 'strict'\)"),
     (dict(seed=2 ** 40), ValueError, r"seed must be an int in \[0, 2\*\*31\)"),
     (dict(activaton="relu"), TypeError, r"unexpected keyword argument\(s\) \['activaton'\]"),
 ])
@@ -594,45 +605,22 @@ def test_an_integer_parameter_leaf_is_a_type_error(x64):
 
 # ------------------------------------------------------------------------------ the MLP extras
 
-def test_kinks_are_flagged_at_zero_init_and_fd_is_not_judged_there(x64):
+def test_zero_init_passes_exactly(x64):
+    """Every hidden pre-activation on relu's kink, but every delta above it 0: nothing moves, nothing to excuse."""
     params, x, y = _problem(init="zeros")
     report = jaxmlp.check_gradients(params, x, y, activation="relu")
-    hidden = [r for r in report.rows if not r.path.startswith("[2]")]
-    # every hidden pre-activation is exactly 0, on relu's kink
-    assert all(r.near_kink == 5 * SIZES[int(r.path[1]) + 1] for r in hidden)
-    assert all("not judged" in r.fd_checked for r in hidden)
-    assert report.rows[-1].near_kink == 0  # the output layer is identity: no kink
-    assert report.ok  # autodiff agrees exactly; finite differences are flagged, not judged
+    assert report.ok and report.max_rel_autodiff == 0.0 and all(r.kinks == 0 for r in report.rows), str(report)
 
 
 def test_fd_across_a_kink_is_wrong_and_flagged_not_failed(x64):
     """First layer zero, later layers random: every z[1] sits on relu's kink while the deltas above are
-    not zero, so central differences straddle the kink and disagree; the row is flagged, not failed,
-    by (G2) for jaxmlp's backward and by (V5) for the same backward seen as a user's."""
+    not zero, so central differences straddle the kink and disagree; (V5) flags them instead of failing."""
     params, x, y = _problem(init="he")
     params = (Layer(jnp.zeros_like(params[0].W), jnp.zeros_like(params[0].b)),) + params[1:]
     report = jaxmlp.check_gradients(params, x, y, activation="relu")
     first = report.rows[1]  # b[1]: every direction crosses the kink
-    assert first.near_kink == 5 * SIZES[1]
-    assert first.finite_diff.max_rel > 1e-2  # finite differences mean nothing on the kink...
-    assert first.autodiff.max_rel <= 1e-12 and first.ok and report.ok  # ...and are not judged there
-    generic = jaxmlp.check_gradients(params, x, y, backward_fn=partial(jaxmlp.backward, activation="relu"),
-                                     loss_fn=partial(jaxmlp.loss_fn, activation="relu"))
-    assert generic.ok and generic.rows[1].flagged > 0 and generic.rows[1].finite_diff.max_rel > 1e-2
-
-
-def test_no_kinks_flagged_for_smooth_activations(x64):
-    params, x, y = _problem(init="zeros")
-    report = jaxmlp.check_gradients(params, x, y, activation="tanh")
-    assert all(r.near_kink == 0 for r in report.rows)
-
-
-def test_near_kinks_counts_only_within_the_window(x64):
-    params = (Layer(jnp.eye(2, dtype=jnp.float64), jnp.zeros(2, jnp.float64)),
-              Layer(jnp.ones((1, 2), jnp.float64), jnp.zeros(1, jnp.float64)))
-    x = jnp.array([[1e-7, 0.5], [-3e-6, 2e-7]])  # window = h (1 + max|x|) = 1.5e-6 for h = 1e-6
-    counts = gradcheck.near_kinks(params, x, "relu", 1e-6)
-    assert counts.tolist() == [2, 0]
+    assert first.finite_diff.max_rel > 1e-2 and first.flagged > 0  # finite differences mean nothing there...
+    assert first.autodiff.max_rel <= 1e-12 and first.ok and report.ok  # ...and are not judged
 
 
 def test_compare_deltas_points_at_the_wrong_layer(x64):
@@ -694,3 +682,157 @@ def test_finite_differences_of_a_quadratic_are_exact_to_rounding(x64):
     fd = gradcheck.finite_difference_grads(lambda p: jnp.sum(p[0].W ** 2) + 3 * p[0].b[0], params, h=1e-4)
     np.testing.assert_allclose(fd[0].W, [[2.0, -4.0]], rtol=1e-9)
     np.testing.assert_allclose(fd[0].b, [3.0], rtol=1e-9)
+
+
+# ------------------------------------------------------------------------------ a researcher's models
+
+@pytest.mark.parametrize("name", list(_models.MODELS))
+def test_a_right_hand_written_backward_of_a_researchers_model_passes(x64, name):
+    m = _models.MODELS[name]()
+    report = jaxmlp.check_gradients(m.params, *m.args, backward_fn=m.backward, loss_fn=m.loss)
+    assert report.ok, str(report)
+
+
+CATALOGUE = [(name, bug) for name in _models.MODELS for bug in _models.GENERIC_BUGS] + [
+    (name, bug) for name, make in _models.MODELS.items() for bug in make().bugs]
+
+
+@pytest.mark.parametrize("name, bug", CATALOGUE, ids=[f"{n}-{b}" for n, b in CATALOGUE])
+def test_a_planted_bug_in_a_researchers_model_fails_naming_the_leaf(x64, name, bug):
+    m = _models.MODELS[name]()
+    if bug in m.bugs:
+        backward_fn, expected = m.bugs[bug]
+    else:
+        change, expected = _models.GENERIC_BUGS[bug]
+        backward_fn, expected = _models.with_bug(m, change), _models.expected_path(m, expected)
+    report = jaxmlp.check_gradients(m.params, *m.args, backward_fn=backward_fn, loss_fn=m.loss)
+    assert not report.ok
+    assert any(f.startswith(expected) for f in report.failures), (expected, report.failures)
+
+
+# ------------------------------------------------------------------------------ kinks judged, not guessed
+
+def test_jaxs_own_derivatives_at_kinks_are_what_the_readme_says(x64):
+    assert jax.grad(jax.nn.relu)(0.0) == 0.0
+    assert jax.grad(lambda z: jnp.maximum(z, 0.0))(0.0) == 0.5
+    assert jax.grad(jnp.abs)(0.0) == 1.0
+
+
+def _conv_at_kinks(convention, reference):
+    m = _models.conv(zero_block=True)  # a block of exact zero inputs and zero bias: z = 0 there, on relu's kink
+    relu = {"jax.nn.relu": jax.nn.relu, "maximum": lambda z: jnp.maximum(z, 0.0)}[reference]
+    return (m, partial(_models.conv_backward, relu_at_zero=convention), partial(_models.conv_loss, relu=relu))
+
+
+@pytest.mark.parametrize("convention, reference", [(1.0, "jax.nn.relu"), (0.5, "jax.nn.relu"), (0.0, "maximum"),
+                                                   (1.0, "maximum")])
+def test_a_right_convention_at_exact_kinks_passes_by_default_and_fails_strict(x64, convention, reference):
+    """relu'(0) differs from the reference's (jax.nn.relu: 0, jnp.maximum: 0.5): every bias entry disagrees
+    with jax.grad, lies between the one-sided slopes (V8), and agrees with jax.grad off the kink (V9)."""
+    m, backward_fn, loss_fn = _conv_at_kinks(convention, reference)
+    report = jaxmlp.check_gradients(m.params, *m.args, backward_fn=backward_fn, loss_fn=loss_fn)
+    assert report.ok, str(report)
+    bias = next(r for r in report.rows if r.path == "['bias']")
+    assert bias.kinks == 6 and bias.reason == ("kink: convention differs from jax.grad at 6 entries, all within the "
+                                               "one-sided slopes, and agrees off the kink")
+    assert report.fd_spent["off_kink"] and report.fd_spent["kink_evaluations"] > 0
+    strict = jaxmlp.check_gradients(m.params, *m.args, backward_fn=backward_fn, loss_fn=loss_fn, kinks="strict")
+    assert strict.failures == (f"['bias']: disagrees with jax.grad at 6 of 6 entries (max rel "
+                               f"{strict.rows[0].autodiff.max_rel:.2e} > 1e-09); of these, 6 at kinks of the loss, "
+                               f"within the one-sided slopes (kinks='allow' judges those); worst entry "
+                               f"{strict.rows[0].worst_index}: {strict.rows[0].worst_value:.6g} (jax.grad "
+                               f"{strict.rows[0].worst_reference:.6g}, finite differences {strict.rows[0].worst_fd:.6g})",)
+
+
+def test_a_wrong_value_at_a_kink_outside_the_one_sided_slopes_fails(x64):
+    m, backward_fn, loss_fn = _conv_at_kinks(1.0, "jax.nn.relu")
+
+    def planted(p, x, y):
+        loss, g = backward_fn(p, x, y)
+        return loss, {**g, "bias": g["bias"].at[2].add(30.0)}  # beyond both one-sided slopes (about -27 and -10)
+
+    report = jaxmlp.check_gradients(m.params, *m.args, backward_fn=planted, loss_fn=loss_fn)
+    assert report.failures[0].startswith("['bias']: disagrees with jax.grad at 1 of 6 entries")
+    assert "1 at kinks of the loss but outside the one-sided slopes (V8)" in report.failures[0]
+    assert report.rows[0].worst_index == (2,)
+
+
+def test_a_gradient_scaled_by_0_9_inside_the_slopes_fails_off_the_kink(x64):
+    """All inputs 0 and zero bias: every z = b = 0, so along a bias entry the one-sided slopes are 0 and s₊ and
+    any value between is a right convention at θ. 0.9 × relu'(0) = 1's value is one; the same 0.9 off the
+    kink, where z = b' ≠ 0, is not jax.grad's: (V9) fails it."""
+    m = _models.conv(zero_block=True)
+    x = jnp.zeros_like(m.args[0])
+    args = (x, m.args[1])
+
+    def scaled(p, x, y):
+        loss, g = _models.conv_backward(p, x, y, relu_at_zero=1.0)
+        return loss, {**g, "bias": 0.9 * g["bias"]}
+
+    right = jaxmlp.check_gradients(m.params, *args, backward_fn=partial(_models.conv_backward, relu_at_zero=1.0),
+                                   loss_fn=_models.conv_loss)
+    assert right.ok and right.rows[0].kinks > 0, str(right)
+    report = jaxmlp.check_gradients(m.params, *args, backward_fn=scaled, loss_fn=_models.conv_loss)
+    assert not report.ok
+    assert "but off the kink (θ moved by 0.0001(|θ| + 1)) still not jax.grad's (V9)" in report.failures[0]
+
+
+def test_more_disagreements_than_the_kink_judgement_examines_fail_without_sampling(x64, monkeypatch):
+    m, backward_fn, loss_fn = _conv_at_kinks(1.0, "jax.nn.relu")
+    monkeypatch.setattr(verify, "KINK_ENTRIES", 5)  # 6 bias entries disagree: one more than it examines
+    report = jaxmlp.check_gradients(m.params, *m.args, backward_fn=backward_fn, loss_fn=loss_fn)
+    assert not report.ok and "more entries disagree in all than the 5 the kink judgement examines" in report.failures[0]
+
+
+def test_a_disagreement_where_the_loss_is_smooth_is_not_excused(x64):
+    m = _models.layer_norm()  # tanh: smooth everywhere
+    change, _ = _models.GENERIC_BUGS["one-entry-off-by-1e-4"]
+    report = jaxmlp.check_gradients(m.params, *m.args, backward_fn=_models.with_bug(m, change), loss_fn=m.loss)
+    assert not report.ok and "kink" not in report.failures[0] and report.fd_spent["kink_evaluations"] > 0
+
+
+# ------------------------------------------------------------------------------ where it fails, presets, hints
+
+def test_a_failing_row_names_its_worst_entry_with_both_references(x64):
+    params, x, y = _problem()
+    reference = jax.grad(MLP_REFERENCE)(params, x, y)
+
+    def off(loss, g):
+        return loss, (g[0], Layer(g[1].W.at[3, 2].add(1e-3), g[1].b), g[2])
+
+    report = jaxmlp.check_gradients(params, x, y, backward_fn=_mlp_backward_with(off), loss_fn=MLP_REFERENCE)
+    row = next(r for r in report.rows if not r.ok)
+    assert row.path == "[1].W" and row.worst_index == (3, 2)
+    assert row.worst_value == pytest.approx(float(reference[1].W[3, 2]) + 1e-3, rel=1e-12)
+    assert row.worst_reference == pytest.approx(float(reference[1].W[3, 2]), rel=1e-12)
+    assert row.worst_fd == pytest.approx(row.worst_reference, rel=1e-6)  # the finite difference agrees with jax
+    assert f"worst entry (3, 2): {row.worst_value:.6g} (jax.grad {row.worst_reference:.6g}" in row.reason
+    assert report.to_dict()["rows"][2]["worst_index"] == [3, 2]
+
+
+def test_float32_preset_passes_a_float32_backward_that_the_default_fails(x64):
+    m = _models.attention()
+    to32 = _models.with_bug(m, _models.GENERIC_BUGS["float32-backward"][0])
+    default = jaxmlp.check_gradients(m.params, *m.args, backward_fn=to32, loss_fn=m.loss)
+    assert not default.ok and all("(or precision='float32')" in f for f in default.failures), default.failures
+    relaxed = jaxmlp.check_gradients(m.params, *m.args, backward_fn=to32, loss_fn=m.loss, precision="float32")
+    assert relaxed.ok and (relaxed.rtol_autodiff, relaxed.rtol_fd) == (1e-5, 1e-4), str(relaxed)
+    one_entry = _models.with_bug(m, _models.GENERIC_BUGS["one-entry-off-by-1e-4"][0])
+    assert not jaxmlp.check_gradients(m.params, *m.args, backward_fn=one_entry, loss_fn=m.loss, precision="float32")
+
+
+def test_a_swapped_pair_is_named_as_such(x64):
+    m = _models.mixed()
+    report = jaxmlp.check_gradients(m.params, *m.args, backward_fn=lambda *a: m.backward(*a)[::-1], loss_fn=m.loss)
+    assert report.failures == ("loss: backward_fn returned (grads, loss), not (loss, grads): the pair is swapped (the "
+                               "rows below check it swapped back)",)
+    assert all(r.ok for r in report.rows)
+
+
+@pytest.mark.perf
+def test_a_failing_check_compiles_nothing_a_passing_one_did_not(x64):
+    """The reruns at h/2 and h/4 and the kink judgement go through the same compiled programs."""
+    m = _models.rnn(seed=3)
+    jaxmlp.check_gradients(m.params, *m.args, backward_fn=m.backward, loss_fn=m.loss)
+    bug, _ = m.bugs["bptt-truncated"]
+    assert not _compilations(lambda: jaxmlp.check_gradients(m.params, *m.args, backward_fn=bug, loss_fn=m.loss))

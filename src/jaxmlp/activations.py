@@ -14,6 +14,15 @@ equal ``jax.nn``'s everywhere, kinks included (the tests check a grid that conta
     identity     σ(z) = z                                σ'(z) = 1                                 (A7)
     softmax      σ(z)_i = e^(z_i) / Σ_j e^(z_j)          a Jacobian, not elementwise: output only   (A8)
 
+Second derivatives, written by hand too, for the Hessian-vector product of :mod:`jaxmlp.hvp`
+(with φ(z) = e^(-z²/2)/√(2π), and for gelu_tanh t = tanh u, u' = c(1 + 3k z²), u'' = 6 c k z)::
+
+    sigmoid      σ''(z) = σ'(z) (1 - 2σ(z))                                                       (A1'')
+    tanh         σ''(z) = -2 tanh z (1 - tanh² z)                                                 (A2'')
+    relu, leaky_relu, identity     σ''(z) = 0 (away from the kink; 0 there too, as jax's)   (A3''), (A4''), (A7'')
+    gelu         σ''(z) = φ(z) (2 - z²)                                                           (A5'')
+    gelu_tanh    σ''(z) = (1 - t²) u' + ½ z (1 - t²) (u'' - 2 t u'²)                              (A6'')
+
 The kinks follow ``jax.nn``: relu'(0) = 0 (``jax.nn.relu``'s custom derivative) and leaky_relu'(0) = 1
 (``jax.nn.leaky_relu`` is ``where(z >= 0, z, α z)``). The value functions are written so that autodiff
 through them meets the same convention, which is what lets ``backward`` equal ``jax.grad(loss_fn)``
@@ -59,6 +68,7 @@ class Activation(NamedTuple):
       kinks: the points where σ is not differentiable (``(0.0,)`` for relu); finite-difference checks
         flag pre-activations near them. Empty for smooth activations.
       elementwise: False only for softmax, whose derivative is a Jacobian.
+      grad2: ``z -> σ''(z)``, the second derivative written by hand, or None; :func:`jaxmlp.hvp` needs it.
 
     A user's own ``Activation(name, fn, grad)`` is accepted wherever a name is.
     """
@@ -68,6 +78,7 @@ class Activation(NamedTuple):
     grad: Callable[[jax.Array], jax.Array]
     kinks: tuple[float, ...] = ()
     elementwise: bool = True
+    grad2: Callable[[jax.Array], jax.Array] | None = None
 
 
 def _sigmoid(z):
@@ -137,6 +148,32 @@ def _identity_grad(z):
     return jnp.ones_like(z)  # (A7)
 
 
+def _sigmoid_grad2(z):
+    s = lax.logistic(z)
+    return s * (1 - s) * (1 - 2 * s)  # (A1'')
+
+
+def _tanh_grad2(z):
+    t = jnp.tanh(z)
+    return -2 * t * (1 - t * t)  # (A2'')
+
+
+def _zero(z):
+    return jnp.zeros_like(z)  # (A3''), (A4''), (A7'')
+
+
+def _gelu_grad2(z):
+    phi = _INV_SQRT_2PI * jnp.exp(-0.5 * z * z)
+    return phi * (2 - z * z)  # (A5'')
+
+
+def _gelu_tanh_grad2(z):
+    t = jnp.tanh(_SQRT_2_OVER_PI * (z + _GELU_K * z**3))
+    du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_K * z * z)
+    d2u = 6 * _SQRT_2_OVER_PI * _GELU_K * z
+    return (1 - t * t) * du + 0.5 * z * (1 - t * t) * (d2u - 2 * t * du * du)  # (A6'')
+
+
 def _softmax(z):
     e = jnp.exp(z - lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True)))
     return e / jnp.sum(e, axis=-1, keepdims=True)  # (A8)
@@ -149,13 +186,13 @@ def _softmax_grad(z):
     )
 
 
-sigmoid = Activation("sigmoid", _sigmoid, _sigmoid_grad)
-tanh = Activation("tanh", _tanh, _tanh_grad)
-relu = Activation("relu", _relu, _relu_grad, kinks=(0.0,))
-leaky_relu = Activation("leaky_relu", _leaky_relu, _leaky_relu_grad, kinks=(0.0,))
-gelu = Activation("gelu", _gelu, _gelu_grad)
-gelu_tanh = Activation("gelu_tanh", _gelu_tanh, _gelu_tanh_grad)
-identity = Activation("identity", _identity, _identity_grad)
+sigmoid = Activation("sigmoid", _sigmoid, _sigmoid_grad, grad2=_sigmoid_grad2)
+tanh = Activation("tanh", _tanh, _tanh_grad, grad2=_tanh_grad2)
+relu = Activation("relu", _relu, _relu_grad, kinks=(0.0,), grad2=_zero)
+leaky_relu = Activation("leaky_relu", _leaky_relu, _leaky_relu_grad, kinks=(0.0,), grad2=_zero)
+gelu = Activation("gelu", _gelu, _gelu_grad, grad2=_gelu_grad2)
+gelu_tanh = Activation("gelu_tanh", _gelu_tanh, _gelu_tanh_grad, grad2=_gelu_tanh_grad2)
+identity = Activation("identity", _identity, _identity_grad, grad2=_zero)
 softmax = Activation("softmax", _softmax, _softmax_grad, elementwise=False)
 
 _REGISTRY: dict[str, Activation] = {

@@ -1,18 +1,8 @@
-"""Verifying a hand-derived backward of a jaxmlp MLP: the MLP extras on top of :mod:`jaxmlp.verify`.
+"""``check_gradients``: verifying a hand-derived backward of any model, and the MLP's layer-wise extras.
 
 :func:`check_gradients` checks any backward of any pytree model with :mod:`jaxmlp.verify`'s engine
-(against ``jax.grad`` and finite differences, in float64, equations (V1)-(V6)). With neither
-``backward_fn`` nor ``loss_fn`` it checks jaxmlp's own :func:`~jaxmlp.backward` on a jaxmlp MLP, and for
-an MLP it adds what only an MLP's structure can tell: the pre-activations that lie within reach of a
-kink of the activation. A step h along a unit direction in W[l] or b[l] moves z[l] by at most
-h (1 + ‖a[l-1]‖_∞), so a z[l] entry closer than that to a kink κ (0 for relu) makes the central
-difference (V3) straddle it, where it means nothing::
-
-      flagged:  |z[l]_j - κ| < h (1 + ‖a[l-1]‖_∞)   for a kink κ of σ                          (G2)
-
-Finite differences of a flagged layer are reported but not judged; ``jax.grad`` still judges every
-entry. (For other models, (V5)-(V6) detect non-smoothness from the finite differences themselves.)
-
+(against ``jax.grad`` and finite differences, in float64, equations (V1)-(V9)); with neither
+``backward_fn`` nor ``loss_fn`` it checks jaxmlp's own :func:`~jaxmlp.backward` on a jaxmlp MLP.
 :func:`compare_deltas` goes one level deeper, to the deltas δ[l] = ∂L/∂z[l] (autodiff gets them by
 differentiating the loss with respect to a zero perturbation added to each z[l]); :func:`symmetry` is
 the zero-initialization diagnostic.
@@ -27,41 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import activations, backprop, mlp
+from jaxmlp import backprop, mlp, verify
 from jaxmlp.report import Agreement, GradientReport, LeafCheck, agreement, format_table
 from jaxmlp.types import Layer
-from jaxmlp.verify import check, finite_difference_grads
+from jaxmlp.verify import finite_difference_grads
 
 __all__ = ["GradientReport", "LeafCheck", "check_gradients", "compare_deltas", "finite_difference_grads",
-           "near_kinks", "symmetry"]
+           "symmetry"]
 
 MLP_OPTIONS = ("activation", "output_activation", "loss")
-
-
-def near_kinks(params, x, activation, h: float):
-    """Per layer l = 1..L, how many hidden pre-activations z[l] lie within (G2) of a kink (an int array)."""
-    sigma = activations.get(activation)
-    cache = mlp.forward_batched(params, mlp.as_batch(x)[0], sigma, activations.identity)
-    counts = []
-    for l in range(1, len(params) + 1):
-        if l == len(params) or not sigma.kinks:
-            counts.append(jnp.zeros((), jnp.int32))
-            continue
-        window = h * (1 + jnp.max(jnp.abs(cache.a[l - 1])))  # (G2)
-        dist = jnp.min(jnp.stack([jnp.abs(cache.z[l] - k) for k in sigma.kinks]), axis=0)
-        counts.append(jnp.sum(dist < window).astype(jnp.int32))
-    return jnp.stack(counts)
-
-
-_near_kinks = jax.jit(near_kinks, static_argnames="activation")
-
-
-def kink_flags(counts):
-    """``(fd_skip, near_kink)`` for :func:`jaxmlp.verify.check` from per-layer (G2) counts: the leaves
-    ``[l].W`` and ``[l].b`` of a flagged layer get their finite differences reported but not judged."""
-    layer_of = {f"[{l}].{leaf}": l for l in range(len(counts)) for leaf in ("W", "b")}
-    near_kink = lambda path: int(counts[layer_of[path]]) if path in layer_of else None
-    return (lambda path: bool(near_kink(path))), near_kink
 
 
 def is_mlp(params) -> bool:
@@ -89,46 +53,52 @@ def _jitted(params, x, y, *, of):
     return of(params, x, y)
 
 
-def check_gradients(params, *args, backward_fn=None, loss_fn=None, h: float = 1e-6,
-                    rtol_autodiff: float = 1e-9, rtol_fd: float = 1e-6, fd_max_coords: int = 256,
-                    fd_directions: int = 16, fd_samples: int = 0, seed: int = 0,
-                    **mlp_options) -> GradientReport:
+def check_gradients(params, *args, backward_fn=None, loss_fn=None, h: float = 1e-6, precision: str = "float64",
+                    rtol_autodiff: float | None = None, rtol_fd: float | None = None, kinks: str = "allow",
+                    fd_budget: int = verify.FD_BUDGET, seed: int = 0, **mlp_options) -> GradientReport:
     """Check a backward against ``jax.grad`` and central finite differences, in float64, leaf by leaf.
 
     Any model: pass ``loss_fn(params, *args) -> scalar``, the reference, and ``backward_fn(params, *args)
     -> (loss, grads)``, the backward to check; ``params`` is any pytree of floating leaves (dicts,
-    lists, tuples, :class:`~jaxmlp.Layer`, scalars) and ``args`` any positional arguments (arrays; bind
-    static options with ``functools.partial``). A ``jax.custom_vjp`` rule is checked with
-    ``backward_fn=jax.value_and_grad(f_with_rule)`` and ``loss_fn=f_without_rule``.
+    lists, tuples, :class:`~jaxmlp.Layer`, scalars) and ``args`` any positional arguments (arrays; Python
+    ints, bools and strings stay static). A ``jax.custom_vjp`` rule is checked with
+    ``backward_fn=jax.value_and_grad(f_with_rule)`` and ``loss_fn=f_without_rule`` (or with
+    :func:`jaxmlp.check_vjp`, which checks the rule of a function with vector outputs directly).
 
     A jaxmlp MLP: with neither function, jaxmlp's own :func:`~jaxmlp.backward` is checked on
-    ``check_gradients(params, x, y, activation=..., output_activation=..., loss=...)``, with the kink
-    flags (G2). ``activation`` also gives a user's backward of a jaxmlp MLP the (G2) flags.
+    ``check_gradients(params, x, y, activation=..., output_activation=..., loss=...)``.
 
     Args:
       params, *args: θ and the remaining arguments; floating leaves are cast to float64.
       backward_fn, loss_fn: the backward to check and the loss it differentiates (both, or neither).
       h: the finite-difference step (V3).
-      rtol_autodiff, rtol_fd: tolerances of (V1)-(V2) and of (V3), relative to each leaf's largest entry.
-      fd_max_coords: leaves with at most this many entries are checked along every coordinate.
-      fd_directions, fd_samples: larger leaves get this many random unit directions, and this many
-        random coordinates.
-      seed: chooses the random directions and coordinates.
-      **mlp_options: ``activation``, ``output_activation``, ``loss``, as for :func:`jaxmlp.loss_fn`.
-        With a user's ``backward_fn``/``loss_fn`` only ``activation`` matters (it gives the (G2) flags):
-        the user's functions already fix the output and the loss.
+      precision: ``"float64"`` (the default: ``rtol_autodiff=1e-9``, ``rtol_fd=1e-6``) or ``"float32"``
+        (``1e-5``, ``1e-4``): tolerances for a backward that computes in float32, whose rounding
+        (ε = 1.2e-7 per operation) accumulates over a layer's sums to about 1e-6 relative.
+      rtol_autodiff, rtol_fd: override the preset: the tolerances of (V1)-(V2) and of (V3), relative to
+        each leaf's largest entry.
+      kinks: ``"allow"`` (default): an entry that disagrees with ``jax.grad`` where the loss has a kink passes
+        if it lies between the one-sided slopes and agrees with ``jax.grad`` off the kink, (V7)-(V9);
+        ``"strict"``: it fails. (jax's own derivatives at kinks: ``jax.nn.relu`` 0, ``jnp.maximum(z, 0)``
+        0.5, ``jnp.abs`` 1.)
+      fd_budget: loss evaluations of the finite differences, spread over the leaves by size (2 per
+        direction; the report says where they went).
+      seed: chooses the random directions.
+      **mlp_options: ``activation``, ``output_activation``, ``loss``, as for :func:`jaxmlp.loss_fn`, when
+        checking jaxmlp's own backward.
 
     Returns:
-      A :class:`~jaxmlp.verify.GradientReport`: ``.ok`` (also ``bool(report)``), ``.rows`` (one per
-      leaf, with ``.path``, ``.ok``, ``.reason`` and the error figures), ``.loss_check``, ``.failures``
-      and ``.raise_for_failure()``; ``print(report)`` shows the table. A wrong gradient (missing,
-      extra, mis-shaped, non-floating or non-finite leaves, wrong numbers, a wrong loss value) gives a
-      failing report, never an exception.
+      A :class:`~jaxmlp.report.GradientReport`: ``.ok`` (also ``bool(report)``), ``.rows`` (one per leaf,
+      with ``.path``, ``.ok``, ``.reason``, the error figures and the worst entry: ``.worst_index``,
+      ``.worst_value``, ``.worst_reference``, ``.worst_fd``), ``.loss_check``, ``.failures``,
+      ``.raise_for_failure()`` and ``.to_dict()``; ``print(report)`` shows the table. A wrong gradient
+      (missing, extra, mis-shaped, non-floating or non-finite leaves, wrong numbers, a wrong loss value,
+      a swapped ``(grads, loss)`` pair) gives a failing report, never an exception.
 
     Raises:
-      TypeError: only one of ``backward_fn``/``loss_fn``; an unknown keyword; MLP options for a model
-        that is not a jaxmlp MLP; a non-floating parameter leaf.
-      ValueError: a non-positive ``h`` or tolerance.
+      TypeError: only one of ``backward_fn``/``loss_fn``; an unknown keyword; MLP options with a
+        user's backward; a non-floating parameter leaf.
+      ValueError: a non-positive ``h`` or tolerance, an unknown ``precision`` or ``kinks``.
     """
     unknown = sorted(set(mlp_options) - set(MLP_OPTIONS))
     if unknown:
@@ -137,15 +107,10 @@ def check_gradients(params, *args, backward_fn=None, loss_fn=None, h: float = 1e
     if (backward_fn is None) != (loss_fn is None):
         raise TypeError("pass backward_fn and loss_fn together (the user's backward and the loss it "
                         "differentiates), or neither to check jaxmlp.backward")
-    own = backward_fn is None
-    if own or mlp_options:
+    if backward_fn is None:
         if not is_mlp(params):
-            raise TypeError(f"{'checking jaxmlp.backward' if own else 'the MLP options ' + str(sorted(mlp_options))}"
-                            f" needs a jaxmlp MLP (a tuple of Layer(W, b)), got params of type "
-                            f"{type(params).__name__}; pass your own backward_fn and loss_fn for other models")
-        if len(args) < 1:
-            raise TypeError("a jaxmlp MLP is checked on (params, x, y): x is missing")
-    if own:
+            raise TypeError(f"checking jaxmlp.backward needs a jaxmlp MLP (a tuple of Layer(W, b)), got params of "
+                            f"type {type(params).__name__}; pass your own backward_fn and loss_fn for other models")
         if len(args) != 2:
             raise TypeError(f"checking jaxmlp.backward takes (params, x, y), got {1 + len(args)} positional "
                             f"arguments")
@@ -153,16 +118,11 @@ def check_gradients(params, *args, backward_fn=None, loss_fn=None, h: float = 1e
         mlp.resolve(kw["activation"], kw["output_activation"], kw["loss"])
         mlp.check_target(params, *args, kw["loss"])
         backward_fn, loss_fn = partial(_jitted, of=_MLP(**kw, backward=True)), _MLP(**kw)
-    fd_skip = near_kink = None
-    if own or "activation" in mlp_options:
-        with jax.enable_x64(True):
-            x = jnp.asarray(args[0], jnp.float64)
-            counts = np.asarray(_near_kinks(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params), x,
-                                            activation=(mlp_options.get("activation", "relu")), h=h))
-        fd_skip, near_kink = kink_flags(counts)
-    return check(loss_fn, backward_fn, params, args, h=h, rtol_autodiff=rtol_autodiff, rtol_fd=rtol_fd,
-                 fd_max_coords=fd_max_coords, fd_directions=fd_directions, fd_samples=fd_samples, seed=seed,
-                 fd_skip=fd_skip, near_kink=near_kink)
+    elif mlp_options:
+        raise TypeError(f"the MLP options {sorted(mlp_options)} are for checking jaxmlp's own backward; your "
+                        f"backward_fn and loss_fn already fix the activation, the output and the loss")
+    return verify.check(loss_fn, backward_fn, params, args, h=h, rtol_autodiff=rtol_autodiff, rtol_fd=rtol_fd,
+                        precision=precision, kinks=kinks, fd_budget=fd_budget, seed=seed)
 
 
 def autodiff_deltas(params, x, y, *, activation="relu", output_activation=None, loss="mse"):
