@@ -30,7 +30,19 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.harness import Bench
-from benchmarks.systems import LR, Config, jaxmlp_grad_fn, scan_bench, stacked_params, train_step
+from benchmarks.systems import (
+    LR,
+    SEED,
+    Config,
+    _fit_shape,
+    expert_bench,
+    jaxmlp_fit,
+    jaxmlp_fit_ensemble,
+    jaxmlp_grad_fn,
+    scan_bench,
+    stacked_params,
+    train_step,
+)
 from jaxmlp import optim
 
 
@@ -107,8 +119,6 @@ def compare_with_experts(K: int = 64, epochs: int = 8, per_epoch: int = 128, rep
     import os
 
     from benchmarks.harness import measure
-    from benchmarks.suite import SEED
-    from benchmarks.systems import _fit_shape, expert_bench, jaxmlp_fit, jaxmlp_fit_ensemble
 
     log(f"load average before: {os.getloadavg()}")
     flops = SEED.step_flops * epochs * per_epoch
@@ -165,9 +175,6 @@ def profile_ensemble(K: int = 64, epochs: int = 8, per_epoch: int = 128, min_us:
     import tempfile
 
     from jax.profiler import ProfileData
-
-    from benchmarks.suite import SEED
-    from benchmarks.systems import expert_bench, jaxmlp_fit_ensemble
 
     dump = os.environ.get("JAXMLP_PROFILE_DUMP")
     if dump is None or "xla_cpu_enable_xprof_traceme" not in os.environ.get("XLA_FLAGS", ""):

@@ -51,6 +51,7 @@ class Bench:
     sync: Callable[[Any], Any] = block
     note: str = ""
     settle_s: float = 0.0  # idle time after each repeat, not timed (lets OpenMP workers stop spinning)
+    probe: Callable[[], float] | None = None  # the training loss of the bench's current state (smoke tests: it trains)
 
 
 def temp_bytes(compiled) -> int | None:
@@ -160,6 +161,8 @@ class Worker:
         self.spec = spec
         self.stderr = tempfile.TemporaryFile(mode="w+")
         env = dict(os.environ, **spec.env)
+        # Processes of one config stay alive together: on a GPU none may preallocate 75 % of its memory.
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env,
                                      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -3,10 +3,12 @@
 Each builder returns a :class:`~benchmarks.harness.Bench`, or ``None`` when the library is missing (or,
 for PyTorch, when it cannot run on the requested device). Written the way each library's docs write it:
 
-- ``equinox``: an ``eqx.Module`` of ``eqx.nn.Linear`` layers, ``vmap`` over the batch,
-  ``eqx.partition`` / ``combine`` under ``jax.jit``, ``optax.adam``;
-- ``flax-nnx``: ``nnx.Linear`` layers, ``nnx.split`` / ``nnx.merge`` under ``jax.jit`` (Flax's
-  recommended fast path), ``optax.adam``;
+- ``equinox``: ``eqx.nn.MLP`` (``eqx.nn.Sequential`` of ``eqx.nn.Linear`` where the hidden widths differ,
+  which ``eqx.nn.MLP`` cannot express), ``vmap`` over the batch, ``eqx.filter_grad``, ``optax.adam``, the step
+  under ``eqx.filter_jit(donate="all-except-first")``, called with the batch first; ``equinox-jit``: the
+  same model with ``eqx.partition`` done once and the step under plain ``jax.jit`` (no per-call filtering);
+- ``flax-nnx``: ``nnx.Linear`` layers, ``nnx.Optimizer`` with ``optax.adam``, the step under ``nnx.jit`` at its
+  fastest (``nnx.jit_partial(..., graph=False)``: the model and optimizer flattened once, their state donated);
 - ``torch-eager``: ``nn.Sequential``, ``torch.optim.Adam`` (its default foreach implementation), with
   denormals flushed to zero as XLA:CPU does; PyTorch's default intra-op threads (one per core) unless the
   caller set them;
@@ -16,7 +18,8 @@ for PyTorch, when it cannot run on the requested device). Written the way each l
   (the first three calls, which compile and may recompile, less three steady calls) is reported apart
   from the step time;
 - ``torch-func-vmap``: K stacked models, ``torch.func.functional_call`` + ``vmap(grad(loss))``,
-  ``torch.optim.Adam`` on the stacked parameters.
+  ``torch.optim.Adam`` on the stacked parameters;
+- ``sklearn-mlp``: scikit-learn's ``MLPClassifier`` on the README's digits job (a whole ``fit`` per call).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def available(name: str) -> bool:
 
 def versions() -> dict:
     out = {}
-    for name in ("jax", "jaxlib", "optax", "equinox", "flax", "torch", "numpy", "matplotlib"):
+    for name in ("jax", "jaxlib", "optax", "equinox", "flax", "torch", "sklearn", "numpy", "matplotlib"):
         if available(name):
             out[name] = getattr(__import__(name), "__version__", "?")
     return out
@@ -60,44 +63,117 @@ def library_facts() -> dict:
     return out
 
 
-def _optax_bench(name, loss_of_params, params, cfg: Config):
-    tx, step = optax_step(loss_of_params)
-    x, y = data(cfg, cfg.batch)
-    state = (params, tx.init(params))
-    compiled, compile_s, temp = compile_jit(step, *state, x, y, donate_argnums=(0, 1))
-    return Bench(name, stateful(compiled, state, x, y), 1, compile_s, temp)
+def _lowered_stats(lower) -> tuple[float | None, int | None]:
+    """``(compile_s, temp_bytes)`` of a peer's own ``.lower(...)``: lowering and compiling timed apart from
+    any step (the step's first call then finds jax's caches warm, or compiles again: timed apart too)."""
+    import time
+
+    from benchmarks.harness import temp_bytes
+
+    try:
+        t0 = time.perf_counter()
+        compiled = lower().compile()
+        compile_s = time.perf_counter() - t0
+    except Exception:  # noqa: BLE001 - a version without .lower: compile time as first call - median call
+        return None, None
+    inner = getattr(compiled, "compiled", compiled)  # equinox's Compiled wraps jax's
+    return compile_s, temp_bytes(inner)
+
+
+def equinox_model(cfg: Config, key):
+    """``eqx.nn.MLP`` (ReLU hidden layers, identity output) when the hidden widths are equal, as it requires;
+    else the same layers as ``eqx.nn.Sequential`` of ``eqx.nn.Linear`` and ``eqx.nn.Lambda(jax.nn.relu)``.
+    Parameters in float32 (bf16 configs cast them in the loss)."""
+    import equinox as eqx
+
+    hidden = cfg.sizes[1:-1]
+    if len(set(hidden)) == 1:
+        return eqx.nn.MLP(cfg.sizes[0], cfg.sizes[-1], hidden[0], len(hidden), activation=jax.nn.relu, key=key)
+    keys = jax.random.split(key, len(cfg.sizes) - 1)
+    layers = []
+    for k, m, n in zip(keys, cfg.sizes[:-1], cfg.sizes[1:]):
+        layers += [eqx.nn.Linear(m, n, key=k), eqx.nn.Lambda(jax.nn.relu)]
+    return eqx.nn.Sequential(layers[:-1])
+
+
+def equinox_training(cfg: Config):
+    """``(step, loss, model, opt_state, x, y)``: Equinox's own idiom, ``step((x, y), model, opt_state) -> (model,
+    opt_state)`` under ``eqx.filter_jit(donate="all-except-first")`` (model and optimizer state donated, the
+    batch not), ``eqx.filter_grad``, ``optax.adam``, ``eqx.apply_updates``; ``vmap`` of the model over the batch."""
+    import equinox as eqx
+    import optax
+
+    model = equinox_model(cfg, jax.random.key(0))
+    tx = optax.adam(LR)
+    opt_state = tx.init(eqx.filter(model, eqx.is_array))
+
+    def loss(model, x, y):
+        compute = jax.tree.map(lambda p: p.astype(cfg.jdtype) if eqx.is_inexact_array(p) else p, model)
+        return objective(jax.vmap(compute)(x.astype(cfg.jdtype)), y, cfg.loss)
+
+    @eqx.filter_jit(donate="all-except-first")
+    def step(batch, model, opt_state):
+        grads = eqx.filter_grad(loss)(model, *batch)
+        updates, opt_state = tx.update(grads, opt_state, eqx.filter(model, eqx.is_array))
+        return eqx.apply_updates(model, updates), opt_state
+
+    return step, loss, model, opt_state, *data(cfg, cfg.batch)
 
 
 def equinox_step(cfg: Config) -> Bench | None:
     if not available("equinox"):
         return None
+    step, loss, model, opt_state, x, y = equinox_training(cfg)
+    cell = [jax.tree.map(lambda a: a.copy() if isinstance(a, jax.Array) else a, (model, opt_state))]
+    compile_s, temp = _lowered_stats(lambda: step.lower((x, y), *cell[0]))
+
+    def call():
+        cell[0] = step((x, y), *cell[0])
+        return cell[0]
+
+    return Bench("equinox", call, 1, compile_s, temp, note="eqx.filter_jit(donate='all-except-first') + optax.adam",
+                 probe=lambda: float(loss(cell[0][0], x, y)))
+
+
+def equinox_jit_step(cfg: Config) -> Bench | None:
+    """``equinox``'s model and loss with the filtering done once, outside the loop: ``eqx.partition`` into
+    arrays and static parts, the step (``jax.grad`` + ``optax.adam`` on the arrays, ``eqx.combine`` inside)
+    under plain ``jax.jit``, state donated. Equinox's docs allow plain ``jax.jit``; it skips
+    ``filter_jit``'s per-call flattening of the model, which dominates small, dispatch-bound steps."""
+    if not available("equinox"):
+        return None
     import equinox as eqx
 
-    class MLP(eqx.Module):
-        layers: list
-
-        def __init__(self, sizes, key):
-            keys = jax.random.split(key, len(sizes) - 1)
-            self.layers = [eqx.nn.Linear(m, n, key=k) for k, m, n in zip(keys, sizes[:-1], sizes[1:])]
-
-        def __call__(self, x):
-            for layer in self.layers[:-1]:
-                x = jax.nn.relu(layer(x))
-            return self.layers[-1](x)
-
-    params, static = eqx.partition(MLP(cfg.sizes, jax.random.key(0)), eqx.is_array)
+    params, static = eqx.partition(equinox_model(cfg, jax.random.key(0)), eqx.is_array)
 
     def loss(params, x, y):
-        model = eqx.combine(params, static)
-        compute = jax.tree.map(lambda p: p.astype(cfg.jdtype), model)
-        return objective(jax.vmap(compute)(x.astype(cfg.jdtype)), y, cfg.loss)
+        compute = jax.tree.map(lambda p: p.astype(cfg.jdtype), params)
+        return objective(jax.vmap(eqx.combine(compute, static))(x.astype(cfg.jdtype)), y, cfg.loss)
 
-    return _optax_bench("equinox", loss, params, cfg)
+    tx, step = optax_step(loss)
+    x, y = data(cfg, cfg.batch)
+    state = (params, tx.init(params))
+    compiled, compile_s, temp = compile_jit(step, *state, x, y, donate_argnums=(0, 1))
+    call = stateful(compiled, state, x, y)
+    last = [state]
+
+    def tracked():
+        last[0] = call()
+        return last[0]
+
+    return Bench("equinox-jit", tracked, 1, compile_s, temp,
+                 note="eqx.partition once, jax.jit(donate_argnums=(0, 1)) + optax.adam",
+                 probe=lambda: float(loss(last[0][0], x, y)))
 
 
-def flax_nnx_step(cfg: Config) -> Bench | None:
-    if not available("flax"):
-        return None
+def flax_nnx_training(cfg: Config):
+    """``(step, model, optimizer, x, y)``: Flax NNX's own idiom, ``nnx.Linear`` layers (parameters float32,
+    compute in the config's dtype), ``nnx.Optimizer(model, optax.adam, wrt=nnx.Param)``, the step under
+    ``nnx.jit`` at its fastest: ``nnx.jit_partial(step, model, optimizer, graph=False, donate_argnums=0)``
+    (Flax >= 0.12; the model and optimizer flattened once, their state donated), else
+    ``nnx.cached_partial(nnx.jit(step, donate_argnames=...), model, optimizer)``. ``step(x, y)`` returns the
+    loss and updates the model in place."""
+    import optax
     from flax import nnx
 
     class MLP(nnx.Module):
@@ -110,12 +186,60 @@ def flax_nnx_step(cfg: Config) -> Bench | None:
                 x = nnx.relu(layer(x))
             return self.layers[-1](x)
 
-    graphdef, params = nnx.split(MLP(cfg.sizes, nnx.Rngs(0)), nnx.Param)
+    model = MLP(cfg.sizes, nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(LR), wrt=nnx.Param)
 
-    def loss(params, x, y):
-        return objective(nnx.merge(graphdef, params)(x), y, cfg.loss)
+    def train_step(model, optimizer, x, y):
+        loss, grads = nnx.value_and_grad(lambda m: objective(m(x), y, cfg.loss))(model)
+        optimizer.update(model, grads)
+        return loss
 
-    return _optax_bench("flax-nnx", loss, params, cfg)
+    if hasattr(nnx, "jit_partial"):
+        step = nnx.jit_partial(train_step, model, optimizer, graph=False, donate_argnums=0)
+    else:
+        step = nnx.cached_partial(nnx.jit(train_step, donate_argnames=("model", "optimizer")), model, optimizer)
+    return step, model, optimizer, *data(cfg, cfg.batch)
+
+
+def flax_nnx_step(cfg: Config) -> Bench | None:
+    if not available("flax"):
+        return None
+    from flax import nnx
+
+    step, model, _, x, y = flax_nnx_training(cfg)
+    compile_s, temp = _lowered_stats(lambda: step.lower(x, y))
+    how = "nnx.jit_partial(graph=False)" if hasattr(nnx, "jit_partial") else "nnx.cached_partial(nnx.jit(...))"
+    return Bench("flax-nnx", lambda: step(x, y), 1, compile_s, temp, note=f"{how}, donated; optax.adam",
+                 probe=lambda: float(objective(model(x), y, cfg.loss)))
+
+
+def sklearn_digits(epochs: int | None = None) -> Bench | None:
+    """scikit-learn's ``MLPClassifier`` on the README's digits job (as ``benchmarks/first_result.py`` runs it):
+    hidden (64, 32) ReLU, Adam 3e-3, batch 64, ``epochs`` epochs, no L2, no early stop, float32 input; one
+    ``fit`` of a fresh classifier per call, per step (it also trains on each epoch's last partial batch)."""
+    if not available("sklearn"):
+        return None
+    import math
+    import warnings
+
+    from sklearn.neural_network import MLPClassifier
+
+    from benchmarks.systems import DIGITS, DIGITS_EPOCHS, DIGITS_LR, digits_data
+
+    epochs = DIGITS_EPOCHS if epochs is None else epochs
+    x, y = digits_data()
+
+    def call():
+        clf = MLPClassifier(hidden_layer_sizes=DIGITS.sizes[1:-1], activation="relu", solver="adam",
+                            learning_rate_init=DIGITS_LR, batch_size=DIGITS.batch, max_iter=epochs, alpha=0.0,
+                            tol=0.0, n_iter_no_change=epochs, shuffle=True, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning: the epochs are the job
+            return clf.fit(x, y)
+
+    steps = epochs * math.ceil(len(x) / DIGITS.batch)
+    return Bench("sklearn-mlp", call, steps, sync=lambda out: out,
+                 note=f"digits job: {epochs} epochs x {steps // epochs} steps per fit call; {x.dtype} input")
 
 
 def _torch_device(device: str):
@@ -166,6 +290,16 @@ def _torch_loss(out, y, loss):
     return F.mse_loss(out, y) if loss == "mse" else F.cross_entropy(out, y)
 
 
+def _torch_probe(model, x, y, cfg: Config):
+    def probe():
+        import torch
+
+        with torch.no_grad():
+            return float(_torch_loss(model(x), y, cfg.loss))
+
+    return probe
+
+
 def _torch_training(cfg: Config, device: str):
     """``(device, model, Adam optimizer, x, y)`` of one PyTorch training step, or None without torch or
     without the device."""
@@ -194,7 +328,7 @@ def torch_eager_step(cfg: Config, device: str = "cpu") -> Bench | None:
         opt.step()
 
     return Bench("torch-eager", call, 1, sync=_torch_sync(dev), note=f"{torch.get_num_threads()} threads",
-                 settle_s=0.05)
+                 settle_s=0.05, probe=_torch_probe(model, x, y, cfg))
 
 
 def torch_compile_step(cfg: Config, device: str = "cpu") -> Bench | None:
@@ -230,7 +364,8 @@ def torch_compile_step(cfg: Config, device: str = "cpu") -> Bench | None:
     steady = sorted(timed_calls(3))[1]
     compile_s = max(sum(first) - 3 * steady, 0.0)
     return Bench("torch-compile", step, 1, compile_s=compile_s, sync=sync, settle_s=0.05,
-                 note=f"{torch.get_num_threads()} threads; torch.compile default mode (inductor)")
+                 note=f"{torch.get_num_threads()} threads; torch.compile default mode (inductor)",
+                 probe=_torch_probe(model, x, y, cfg))
 
 
 def torch_func_ensemble(cfg: Config, K: int, device: str = "cpu") -> Bench | None:
@@ -260,5 +395,9 @@ def torch_func_ensemble(cfg: Config, K: int, device: str = "cpu") -> Bench | Non
             p.grad = g
         opt.step()
 
+    def probe():  # the K models' mean loss
+        with torch.no_grad():
+            return float(vmap(loss, in_dims=(0, None, None))(tuple(stacked), x, y).mean())
+
     return Bench("torch-func-vmap", call, K, sync=_torch_sync(dev), note=f"K={K}; {torch.get_num_threads()} threads",
-                 settle_s=0.05)
+                 settle_s=0.05, probe=probe)

@@ -3,7 +3,9 @@
 One row per (system, config, batch) with the median µs per model-step, its min and max over the repeats,
 GFLOP/s from the analytic FLOP count (:attr:`Config.step_flops`), the fraction of a square matmul's
 GFLOP/s measured in the same run, compile seconds and XLA's temp bytes. On a GPU with documented peaks
-(:data:`DOCUMENTED_PEAKS_TFLOPS`) the rows also carry MFU against the chip's bf16, tf32 and fp32 peaks.
+(:data:`benchmarks.systems.DOCUMENTED_PEAKS_TFLOPS`) the rows also carry MFU against the chip's bf16, tf32 and
+fp32 peaks. After the rows: the README's digits job (``jaxmlp.fit`` against scikit-learn's ``MLPClassifier``)
+and the user-step section (:mod:`benchmarks.user_step`, the ``user_step`` key).
 """
 
 from __future__ import annotations
@@ -23,18 +25,17 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from benchmarks import experimental, harness, peers, systems
-from benchmarks.systems import Config
-
-SEED = Config("seed", (5, 64, 32, 16, 1), 32, "mse")
-MNIST = Config("mnist", (784, 512, 512, 10), 256, "ce")
-WIDE = Config("wide", (1024, 2048, 2048, 10), 1024, "ce")
-
-# Dense (no sparsity) peaks from the vendor's datasheet, TFLOP/s, keyed by a substring of device_kind.
-DOCUMENTED_PEAKS_TFLOPS = {
-    "H200": {"bf16": 989.0, "tf32": 494.0, "fp32": 67.0},
-    "H100": {"bf16": 989.0, "tf32": 494.0, "fp32": 67.0},
-}
+from benchmarks import experimental, harness, peers, systems, user_step
+from benchmarks.systems import (  # noqa: F401 - MNIST, DOCUMENTED_PEAKS_TFLOPS: the suite's names for them too
+    DIGITS,
+    DIGITS_EPOCHS,
+    DOCUMENTED_PEAKS_TFLOPS,
+    MNIST,
+    SEED,
+    WIDE,
+    Config,
+    documented_peaks,
+)
 
 
 @dataclass
@@ -50,11 +51,13 @@ class Plan:
     fit_flops: float = 4e9  # training FLOPs per timed fit call
     peak_n: int = 2048  # the square matmul of the peak measurement
     ensemble_steps: int = 64
-    lean: tuple[str, ...] = ()  # configs timed without jaxmlp-autodiff, Equinox and Flax
+    lean: tuple[str, ...] = ()  # configs timed without jaxmlp-autodiff (the user-step section times it there)
     compile_peers: tuple[str, ...] = ("mnist", "wide")  # configs with torch-compile (it compiles for ~1 min)
     isolate: bool = True  # every system in its own process (harness.measure_isolated); False: all in this one
     torch_threads: int | None = None  # None: PyTorch's default (one intra-op thread per core)
     torch_one_thread: bool = True  # also torch-eager at 1 thread (own process): how much the default suffers under load
+    user_step: list[Config] = field(default_factory=lambda: list(user_step.CONFIGS))  # the user-step section
+    digits_epochs: int = DIGITS_EPOCHS  # the digits job: jaxmlp.fit against scikit-learn (0: not run)
 
 
 def _sweep(cfg: Config, batches) -> list[Config]:
@@ -62,8 +65,9 @@ def _sweep(cfg: Config, batches) -> list[Config]:
 
 
 def plan(device: str = "cpu", quick: bool = False) -> Plan:
-    """The configs of a run: quick (< 3 min on 2 CPU cores) or full; ``gpu`` adds bf16 and width-8192 configs."""
-    if quick:  # wide: one system per kind, no fit; ensembles of K = 256 (the target)
+    """The configs of a run: quick (fewer batches, repeats and models) or full; ``gpu`` adds bf16 and width-8192
+    configs."""
+    if quick:  # wide: no jaxmlp-autodiff, no fit; ensembles of K = 256 (the target)
         configs = _sweep(SEED, (32, 512)) + _sweep(MNIST, (256,)) + [WIDE]
         p = Plan(configs, [(SEED, 256)], fit_at=(("seed", 32), ("mnist", 256)), repeats=3, min_repeat_s=0.05,
                  fit_flops=1e9, ensemble_steps=16, lean=("wide",))
@@ -92,7 +96,7 @@ def tiny(p: Plan) -> Plan:
     fit_at = tuple((c.name, shrink(c).batch) for c in configs if (c.name, c.batch) in p.fit_at)
     lean = tuple(c.name for c in configs[1:])
     return replace(p, configs=[shrink(c) for c in configs], fit_at=fit_at, lean=lean, repeats=2, min_repeat_s=0.0,
-                   compile_peers=(),
+                   compile_peers=(), user_step=[shrink(c) for c in (SEED, MNIST)], digits_epochs=1,
                    ensembles=[(shrink(c), min(K, 4)) for c, K in p.ensembles][:1], fit_flops=1e5, peak_n=64,
                    ensemble_steps=2)
 
@@ -107,6 +111,12 @@ def _thunks(cfg: Config, K: int, device: str, p: Plan) -> dict:
     """``{system: builder}`` of one config (K = 1) or ensemble, in the order they are reported; peers that
     are not installed are left out."""
     t = {}
+    if cfg.name == DIGITS.name:  # the README's digits job, whole fits (run_suite adds it when the data is there)
+        for metrics in ("full", "minibatch"):
+            t["jaxmlp-fit" + systems._suffix(metrics)] = partial(systems.digits_fit, p.digits_epochs, metrics)
+        if p.peers and peers.available("sklearn"):
+            t["sklearn-mlp"] = lambda: peers.sklearn_digits(p.digits_epochs)
+        return t
     if K == 1:
         lean = cfg.name in p.lean
         t["jaxmlp-manual"] = lambda: systems.jaxmlp_step(cfg, "manual")
@@ -119,9 +129,10 @@ def _thunks(cfg: Config, K: int, device: str, p: Plan) -> dict:
             per_epoch, epochs = systems._fit_shape(cfg, p.fit_flops)
             t["expert-scan"] = lambda: systems.expert_bench(cfg, 1, epochs, per_epoch)  # the same run, by an expert
         if p.peers:
-            if not lean and peers.available("equinox"):
+            if peers.available("equinox"):  # every peer on every config
                 t["equinox"] = lambda: peers.equinox_step(cfg)
-            if not lean and peers.available("flax"):
+                t["equinox-jit"] = lambda: peers.equinox_jit_step(cfg)
+            if peers.available("flax"):
                 t["flax-nnx"] = lambda: peers.flax_nnx_step(cfg)
             if peers.available("torch"):
                 t["torch-eager"] = lambda: peers.torch_eager_step(cfg, device)
@@ -192,7 +203,7 @@ def run_suite(p: Plan, device: str = "cpu", out: str | Path | None = None, log=p
     except RuntimeError as e:
         raise SystemExit(f"--device {device}: JAX finds no such device ({e}); install jax with GPU support "
                          f"(e.g. pip install 'jax[cuda12]') or run with --device cpu") from e
-    doc_peaks = next((v for k, v in DOCUMENTED_PEAKS_TFLOPS.items() if k in dev.device_kind), None)
+    doc_peaks = documented_peaks(dev.device_kind)
     t_start = time.perf_counter()
     load_start = list(os.getloadavg())
     rows = []
@@ -201,6 +212,8 @@ def run_suite(p: Plan, device: str = "cpu", out: str | Path | None = None, log=p
         peak = {d: harness.matmul_peak(dev, jnp.dtype(d), p.peak_n) for d in dtypes}
         log(f"matmul peak ({p.peak_n}^3): " + ", ".join(f"{d} {g:.1f} GFLOP/s" for d, g in peak.items()))
         work = [(cfg, 1) for cfg in p.configs] + list(p.ensembles)
+        if p.digits_epochs and _digits_available(log):
+            work.append((DIGITS, 1))
         for cfg, K in work:
             t0 = time.perf_counter()
             if p.isolate:
@@ -213,12 +226,15 @@ def run_suite(p: Plan, device: str = "cpu", out: str | Path | None = None, log=p
                 log(f"{cfg.name:>11} B={cfg.batch:<5} K={K:<4} {system:<22} {s['us_per_step']:>12.2f} us/step "
                     f"[{s['us_min']:.2f}, {s['us_max']:.2f}]  {rows[-1]['gflops']:8.2f} GFLOP/s")
             log(f"  ({time.perf_counter() - t0:.1f} s)")
+        section = None
+        if p.user_step:  # one process (this one; the workers are gone), four compiled copies per config
+            section = user_step.run(p.user_step, repeats=p.repeats, min_repeat_s=p.min_repeat_s, log=log)
     load_end = list(os.getloadavg())
     result = dict(machine=machine(dev), versions=peers.versions(), libraries=peers.library_facts(),
                   isolation=ISOLATION[p.isolate], torch_threads=p.torch_threads or "default (one per core)",
                   loadavg=dict(start=load_start, end=load_end, note=_load_note(load_start, load_end)),
                   matmul_peak_gflops=peak, peak_n=p.peak_n, documented_peaks_tflops=doc_peaks, plan=_plan_json(p),
-                  wall_s=time.perf_counter() - t_start, ratios=ratios(rows), rows=rows)
+                  wall_s=time.perf_counter() - t_start, ratios=ratios(rows), rows=rows, user_step=section)
     log(f"load average (1, 5, 15 min): start {load_start}, end {load_end}; {result['loadavg']['note']}")
     for line in result["ratios"]:
         log("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in line.items()))
@@ -232,6 +248,14 @@ def run_suite(p: Plan, device: str = "cpu", out: str | Path | None = None, log=p
     return result
 
 
+def _digits_available(log) -> bool:
+    """The digits job reads scikit-learn's bundled files (jaxmlp.datasets): skipped without scikit-learn."""
+    if peers.available("sklearn"):
+        return True
+    log("  digits job: scikit-learn (its bundled data) not installed, skipped")
+    return False
+
+
 def ratios(rows) -> list[dict]:
     """The comparisons the issue asks for, per (config, batch, K): ratios of median µs per step (and temp bytes)."""
     groups = defaultdict(dict)
@@ -239,6 +263,10 @@ def ratios(rows) -> list[dict]:
         groups[(r["config"], r["batch"], r["K"])][r["system"]] = r
     pairs = [("manual/ref", "jaxmlp-manual", "jax-optax"), ("manual/autodiff", "jaxmlp-manual", "jaxmlp-autodiff"),
              ("manual/torch", "jaxmlp-manual", "torch-eager"), ("ref/torch", "jax-optax", "torch-eager"),
+             ("manual/equinox", "jaxmlp-manual", "equinox"), ("manual/equinox-jit", "jaxmlp-manual", "equinox-jit"),
+             ("manual/flax-nnx", "jaxmlp-manual", "flax-nnx"),
+             ("fit/sklearn", "jaxmlp-fit", "sklearn-mlp"),
+             ("fit-minibatch/sklearn", "jaxmlp-fit-minibatch", "sklearn-mlp"),
              ("manual/torch-compile", "jaxmlp-manual", "torch-compile"),
              ("manual/torch-1thread", "jaxmlp-manual", "torch-eager-1thread"), ("fit/loop", "jaxmlp-fit", "jaxmlp-manual"),
              ("fit-minibatch/loop", "jaxmlp-fit-minibatch", "jaxmlp-manual"),
@@ -287,7 +315,7 @@ def _load_note(start, end) -> str:
 
 def _plan_from_json(d: dict) -> Plan:
     names = {f.name for f in dataclasses.fields(Plan)}
-    d = {k: v for k, v in d.items() if k in names and k not in ("configs", "ensembles")}
+    d = {k: v for k, v in d.items() if k in names and k not in ("configs", "ensembles", "user_step")}
     d = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
          for k, v in d.items()}
     return Plan([], **d)
@@ -296,6 +324,7 @@ def _plan_from_json(d: dict) -> Plan:
 def _plan_json(p: Plan) -> dict:
     d = dataclasses.asdict(p)
     d["ensembles"] = [dict(config=c.name, batch=c.batch, K=K) for c, K in p.ensembles]
+    d["user_step"] = [dict(config=c.name, batch=c.batch, sizes=list(c.sizes)) for c in p.user_step]
     return d
 
 

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-PEERS = ("torch-eager", "torch-compile", "torch-eager-1thread")
+PEERS = ("equinox", "equinox-jit", "flax-nnx", "torch-eager", "torch-compile", "torch-eager-1thread")
 
 
 def _ms(us: float) -> str:
@@ -52,6 +52,28 @@ def suite_table(res: dict) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join("- " + n for n in notes)
 
 
+def digits_table(res: dict) -> str | None:
+    """The digits job: jaxmlp.fit against scikit-learn's MLPClassifier, µs per step and seconds per job."""
+    rows = [r for r in res["rows"] if r["config"] == "digits"]
+    if not rows:
+        return None
+    sk = next((r for r in rows if r["system"] == "sklearn-mlp"), None)
+    lines = ["| digits job | µs per step | s per job | / sklearn (per step) |", "| --- | ---: | ---: | ---: |"]
+    for r in rows:
+        ratio = f"{r['us_per_step'] / sk['us_per_step']:.2f}" if sk else ""
+        lines.append(f"| {r['system']} | {r['us_per_step']:.1f} | {r['us_per_step'] * r['steps_per_call'] / 1e6:.3f} "
+                     f"| {ratio} |")
+    return "\n".join(lines)
+
+
+def user_step_table(res: dict) -> str | None:
+    if not res.get("user_step"):
+        return None
+    from benchmarks.user_step import table
+
+    return table(res["user_step"])
+
+
 def wide_dots_table(res: dict) -> str:
     variants = list(res["variants"])
     lines = ["| op | " + " | ".join(variants) + " |", "|" + " --- |" * (len(variants) + 1)]
@@ -76,7 +98,15 @@ def wide_dots_table(res: dict) -> str:
 def main(argv=None) -> int:
     folder = Path((argv or sys.argv[1:] or ["benchmarks/results/latest-cpu"])[0])
     if (folder / "results.json").exists():
-        print(suite_table(json.loads((folder / "results.json").read_text())))
+        res = json.loads((folder / "results.json").read_text())
+        print(suite_table(res))
+        for extra in (digits_table(res), user_step_table(res)):
+            if extra:
+                print()
+                print(extra)
+    if (folder / "user_step.json").exists():
+        print()
+        print(user_step_table(json.loads((folder / "user_step.json").read_text())))
     if (folder / "wide_dots.json").exists():
         print()
         print(wide_dots_table(json.loads((folder / "wide_dots.json").read_text())))

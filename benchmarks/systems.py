@@ -63,6 +63,29 @@ class Config:
         return jnp.dtype(self.dtype)
 
 
+# The suite's configs (``benchmarks.suite`` and ``benchmarks.experimental`` both use them: they live here, below both).
+SEED = Config("seed", (5, 64, 32, 16, 1), 32, "mse")
+MNIST = Config("mnist", (784, 512, 512, 10), 256, "ce")
+WIDE = Config("wide", (1024, 2048, 2048, 10), 1024, "ce")
+# The README's digits job (benchmarks/first_result.py): 1438 training examples, Adam 3e-3, 40 epochs.
+DIGITS = Config("digits", (64, 64, 32, 10), 64, "ce")
+DIGITS_LR, DIGITS_EPOCHS = 3e-3, 40
+
+# Dense (no sparsity) peaks from the vendor's datasheet, TFLOP/s, keyed by a substring of device_kind; the
+# first key found in device_kind wins, so the more specific names come first. The one table of peaks: the
+# suite's MFU columns and benchmarks/gpu_run.py read it.
+DOCUMENTED_PEAKS_TFLOPS = {
+    "H100 PCIe": {"bf16": 756.0, "tf32": 378.0, "fp32": 51.0},
+    "H200": {"bf16": 989.0, "tf32": 494.0, "fp32": 67.0},
+    "H100": {"bf16": 989.0, "tf32": 494.0, "fp32": 67.0},
+}
+
+
+def documented_peaks(device_kind: str) -> dict | None:
+    """The datasheet's dense peaks (TFLOP/s: ``bf16``, ``tf32``, ``fp32``) of a device, or None if unknown."""
+    return next((v for k, v in DOCUMENTED_PEAKS_TFLOPS.items() if k in device_kind), None)
+
+
 def data(cfg: Config, n: int, key=None):
     """``n`` examples: x standard normal in the compute dtype, y ``(n, 1)`` float32 (mse) or int32 labels."""
     kx, ky = jax.random.split(jax.random.key(1) if key is None else key)
@@ -149,6 +172,33 @@ def jaxmlp_fit_ensemble(cfg: Config, K: int, epochs: int = 1, per_epoch: int = 6
 
     note = f"K={K}; {epochs} epochs x {per_epoch} steps per call; metrics={metrics!r}"
     return Bench("jaxmlp-fit_ensemble" + _suffix(metrics), call, K * epochs * per_epoch, note=note)
+
+
+def digits_data():
+    """The digits job's training set ``(x, y)`` as numpy arrays: jaxmlp's split and standardization (float32)."""
+    import numpy as np
+
+    from jaxmlp import datasets
+
+    x, y, _, _ = (np.asarray(a) for a in datasets.load("digits", seed=0))
+    return x, y
+
+
+def digits_fit(epochs: int = DIGITS_EPOCHS, metrics: str = "full") -> Bench:
+    """The README's digits job as a user runs it: ``jaxmlp.fit`` of [64, 64, 32, 10] (ReLU, softmax CE), Adam
+    3e-3, batch 64, ``epochs`` epochs, one call per repeat; per step (22 steps per epoch: the last partial
+    batch is dropped)."""
+    x, y = (jnp.asarray(a) for a in digits_data())
+    params = jaxmlp.init_mlp(jax.random.key(0), DIGITS.sizes)
+    run = partial(jaxmlp.fit, optimizer=optim.adam(DIGITS_LR), loss="ce", activation="relu", epochs=epochs,
+                  batch_size=DIGITS.batch, key=jax.random.key(1), metrics=metrics)
+
+    def call():
+        return run(params, x, y)[0]
+
+    per_epoch = x.shape[0] // DIGITS.batch
+    note = f"digits job: {epochs} epochs x {per_epoch} steps per call; metrics={metrics!r}"
+    return Bench("jaxmlp-fit" + _suffix(metrics), call, epochs * per_epoch, note=note)
 
 
 # ---- the reference: plain JAX + optax ------------------------------------------------------------------

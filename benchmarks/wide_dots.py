@@ -131,11 +131,11 @@ def manual_step_b3_materialized():
     import jax
 
     import jaxmlp
-    from benchmarks import suite, systems
+    from benchmarks import systems
     from benchmarks.harness import Bench, compile_jit, stateful
     from jaxmlp import optim
 
-    cfg = suite.WIDE
+    cfg = systems.WIDE
     params = jaxmlp.init_mlp(jax.random.key(0), cfg.sizes)
     optimizer = optim.adam(systems.LR)
     x, y = systems.data(cfg, cfg.batch)
@@ -150,10 +150,10 @@ def _step_spec(system: str, variant: str):
 
     import jax
 
-    from benchmarks import harness, suite
+    from benchmarks import harness, suite, systems
 
     p = suite.plan("cpu", quick=True)
-    kwargs = dict(config=dataclasses.asdict(suite.WIDE), K=1, device="cpu", plan=suite._plan_json(p), system=system)
+    kwargs = dict(config=dataclasses.asdict(systems.WIDE), K=1, device="cpu", plan=suite._plan_json(p), system=system)
     kwargs["plan"]["rank_promotion"] = jax.config.jax_numpy_rank_promotion
     env = {"XLA_FLAGS": VARIANTS[variant]} if variant in VARIANTS else {}
     return harness.Spec(f"{system}[{variant}]", "benchmarks.suite:build_one", kwargs, env=env)

@@ -206,3 +206,234 @@ def test_compile_budget_ablation_takes_the_shuffle_out():
     full, ablated = (compile_budget.measure(v, x, y) for v in ("fit", "identity shuffle"))
     assert shuffle.permutation is permutation
     assert ablated["fusions"] < full["fusions"] and full["compile_s"] > 0 and full["run_s"] > 0
+
+
+# ---- the user step (benchmarks/user_step.py) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sizes, loss", [((5, 16, 8, 1), "mse"), ((12, 16, 16, 10), "ce")])
+def test_user_step_manual_and_autodiff_take_the_same_step(sizes, loss):
+    """The two steps the section times differ only in the gradient: from the same parameters and Adam state,
+    one step of each gives the same parameters to float32 rounding (and both moved them)."""
+    from benchmarks import user_step
+    from benchmarks.systems import Config
+
+    cfg = Config("t", sizes, 8, loss)
+    params, opt, x, y = user_step.problem(cfg)
+    after = {g: jax.jit(user_step.make_step(cfg, g, opt))(params, opt.init(params), x, y)[0]
+             for g in ("manual", "autodiff")}
+    for a, b, p0 in zip(jax.tree.leaves(after["manual"]), jax.tree.leaves(after["autodiff"]), jax.tree.leaves(params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        assert np.max(np.abs(np.asarray(a) - np.asarray(p0))) > 0.5e-3  # Adam's first step: about lr per coordinate
+
+
+def _check_user_step_entry(e):
+    for k in ("manual_us", "autodiff_us", "ratio", "ratio_min", "temp_ratio"):
+        assert math.isfinite(e[k]) and e[k] > 0, (k, e)
+    assert e["ratio"] == pytest.approx(e["manual_us"] / e["autodiff_us"], rel=1e-12)
+    c = e["copies"]
+    assert set(c) == {"A1", "A2", "B1", "B2"} and {v["grad"] for v in c.values()} == {"manual", "autodiff"}
+    for v in c.values():
+        assert len(v["us_repeats"]) == e["repeats"] and v["us_per_step"] == np.median(v["us_repeats"])
+        assert v["compile_s"] > 0 and v["temp_bytes"] > 0
+    pooled = lambda k: c[k + "1"]["us_repeats"] + c[k + "2"]["us_repeats"]
+    assert e["manual_us"] == np.median(pooled("A")) and e["autodiff_us"] == np.median(pooled("B"))
+    assert e["aa_band"]["manual"] == pytest.approx(abs(c["A1"]["us_per_step"] / c["A2"]["us_per_step"] - 1))
+    assert e["aa_band"]["autodiff"] == pytest.approx(abs(c["B1"]["us_per_step"] / c["B2"]["us_per_step"] - 1))
+    assert all(b >= 0 for b in e["aa_band"].values())
+    assert e["temp_ratio"] == pytest.approx(c["A1"]["temp_bytes"] / c["B1"]["temp_bytes"])
+    assert e["verdict"] in ("within the A/A band", "manual faster", "manual slower")
+
+
+def test_user_step_section_in_results(result):
+    """``python -m benchmarks`` writes the user-step section into results.json: per config the ratio of
+    medians, the run's A/A band and the temp-memory ratio, from four compiled copies."""
+    out, _ = result
+    section = json.loads((out / "results.json").read_text())["user_step"]
+    assert {e["loss"] for e in section["configs"]} == {"mse", "ce"}
+    for e in section["configs"]:
+        _check_user_step_entry(e)
+
+
+def test_user_step_only_command(tmp_path, monkeypatch):
+    """``python -m benchmarks --user-step-only --repeats 3 --out DIR`` (its configs cut to a tiny one) writes
+    user_step.json and nothing else."""
+    from benchmarks import __main__ as cli
+    from benchmarks import user_step
+    from benchmarks.systems import Config
+
+    monkeypatch.setattr(user_step, "CONFIGS", (Config("seed", (5, 16, 8, 1), 8, "mse"),))
+    assert cli.main(["--user-step-only", "--quick", "--repeats", "3", "--out", str(tmp_path)]) == 0
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["user_step.json"]
+    res = json.loads((tmp_path / "user_step.json").read_text())
+    (entry,) = res["user_step"]["configs"]
+    assert entry["repeats"] == 3 and len(res["loadavg"]["start"]) == 3
+    _check_user_step_entry(entry)
+
+
+# ---- the peers (benchmarks/peers.py): each builder's step trains ---------------------------------------------
+
+
+PEER_CFGS = {"mse": ((5, 16, 8, 1), "mse"), "ce": ((6, 16, 16, 3), "ce")}
+
+
+def _trains(bench, steps=10):
+    before = bench.probe()
+    for _ in range(steps):
+        bench.sync(bench.call())
+    after = bench.probe()
+    assert math.isfinite(before) and after < before, (bench.system, before, after)
+
+
+@pytest.mark.parametrize("loss", list(PEER_CFGS))
+@pytest.mark.parametrize("builder, module", [("equinox_step", "equinox"), ("equinox_jit_step", "equinox"),
+                                             ("flax_nnx_step", "flax"), ("torch_eager_step", "torch")])
+def test_peer_step_trains(builder, module, loss):
+    """Each peer's timed call is a real training step: its loss on the batch falls over ten calls."""
+    pytest.importorskip(module)
+    from benchmarks import peers
+    from benchmarks.systems import Config
+
+    sizes, loss = PEER_CFGS[loss]
+    with jax.numpy_rank_promotion("allow"):
+        bench = getattr(peers, builder)(Config("t", sizes, 8, loss))
+        assert bench is not None and bench.steps == 1
+        _trains(bench)
+
+
+def test_equinox_builds_eqx_mlp_where_it_can():
+    """``eqx.nn.MLP`` needs equal hidden widths; other configs get the same layers as ``eqx.nn.Sequential``."""
+    eqx = pytest.importorskip("equinox")
+    from benchmarks import peers, systems
+
+    assert isinstance(peers.equinox_model(systems.MNIST, jax.random.key(0)), eqx.nn.MLP)
+    assert isinstance(peers.equinox_model(systems.SEED, jax.random.key(0)), eqx.nn.Sequential)
+
+
+def test_torch_compile_step_trains():
+    """``torch.compile``'s step (Inductor's C++ backend: needs a C++ compiler) trains; compiling takes 15-60 s."""
+    pytest.importorskip("torch")
+    import shutil
+
+    if not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
+        pytest.skip("torch.compile's CPU backend needs a C++ compiler")
+    from benchmarks import peers
+    from benchmarks.systems import Config
+
+    bench = peers.torch_compile_step(Config("t", (6, 8, 8, 3), 4, "ce"))
+    assert bench.compile_s >= 0
+    _trains(bench)
+
+
+def test_torch_func_ensemble_trains():
+    pytest.importorskip("torch")
+    from benchmarks import peers
+    from benchmarks.systems import Config
+
+    bench = peers.torch_func_ensemble(Config("t", (6, 8, 8, 3), 4, "ce"), K=3)
+    assert bench.steps == 3
+    _trains(bench)
+
+
+def test_sklearn_digits_trains():
+    """scikit-learn's MLPClassifier on the digits job, as the suite's ``sklearn-mlp`` row runs it (2 epochs)."""
+    pytest.importorskip("sklearn")
+    from benchmarks import peers
+
+    bench = peers.sklearn_digits(epochs=2)
+    clf = bench.call()
+    assert bench.steps == 2 * 23 and clf.n_iter_ == 2 and clf.hidden_layer_sizes == (64, 32)
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+
+
+# ---- the GPU run (benchmarks/gpu_run.sh), on the CPU at tiny sizes ---------------------------------------------
+
+
+def _positive_finite_numbers(obj, path="$"):
+    """Every number in ``obj`` (bools, and the load averages' and counts' zeros aside) is finite and > 0."""
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        assert math.isfinite(obj) and obj > 0, path
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            if k not in ("loadavg", "aa_band"):  # a load or an A/A difference may be 0
+                _positive_finite_numbers(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _positive_finite_numbers(v, f"{path}[{i}]")
+
+
+def test_gpu_run_script_tiny_on_cpu(tmp_path):
+    """``bash benchmarks/gpu_run.sh --tiny --device cpu``: the GPU run's every step (the suite's GPU plan, fit
+    against the loop, the ensembles, check_gradients, MFU) at tiny sizes, in a subprocess."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHON=sys.executable)
+    done = subprocess.run(["bash", str(root / "benchmarks" / "gpu_run.sh"), "--tiny", "--device", "cpu",
+                           "--out", str(tmp_path)], capture_output=True, text=True, env=env, cwd=root, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads((tmp_path / "gpu_run.json").read_text())
+    assert set(summary) >= {"device", "peaks", "fit_vs_loop", "ensembles", "user_step", "gradcheck", "mfu", "files"}
+    assert summary["tiny"] is True and summary["device"]["dirname"] == "cpu"
+    assert summary["peaks"]["source"].startswith("no documented peak")
+    for f in summary["files"]:
+        assert (tmp_path / f).is_file(), f
+    assert summary["gradcheck"]["ok"] is True and summary["gradcheck"]["sizes"] == [8, 6, 3]
+    assert summary["fit_vs_loop"] and summary["ensembles"] and summary["user_step"]
+    assert {r["dtype"] for r in summary["mfu"]} == {"float32", "bfloat16"}
+    for r in summary["mfu"]:
+        assert r["mfu_bf16"] == pytest.approx(r["gflops"] / (summary["peaks"]["bf16"] * 1e3))
+    _positive_finite_numbers({k: summary[k] for k in ("peaks", "fit_vs_loop", "ensembles", "user_step", "mfu")})
+    _positive_finite_numbers({k: summary["gradcheck"][k] for k in ("first_call_s", "parameters", "peak_rss_mb")})
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["plan"]["ensembles"] and results["user_step"]["configs"]
+
+
+def test_gpu_run_device_names_and_peaks():
+    """The output folder's name, and MFU's peaks: the datasheet's for the H100/H200 kinds, one table for all."""
+    from benchmarks import gpu_run, suite, systems
+
+    assert gpu_run.device_dirname("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert gpu_run.device_dirname("NVIDIA H200") == "nvidia-h200"
+    assert suite.DOCUMENTED_PEAKS_TFLOPS is systems.DOCUMENTED_PEAKS_TFLOPS
+    h100 = gpu_run.peaks("NVIDIA H100 80GB HBM3", {"float32": 1.0})
+    assert (h100["bf16"], h100["tf32"], h100["fp32"]) == (989.0, 494.0, 67.0)
+    assert gpu_run.peaks("NVIDIA H100 PCIe", {})["bf16"] == 756.0
+    cpu = gpu_run.peaks("cpu", {"float32": 400.0, "bfloat16": 100.0})
+    assert (cpu["bf16"], cpu["fp32"]) == (0.1, 0.4)
+
+
+def test_no_import_cycle_in_benchmarks():
+    """Imports among benchmarks/ modules (at the top or inside functions) run one way: no cycle."""
+    import ast
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    graph = {}
+    for path in folder.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == "benchmarks":
+                    deps |= {a.name for a in node.names}
+                elif node.module.startswith("benchmarks."):
+                    deps.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("benchmarks.")}
+        graph[path.stem] = deps - {path.stem}
+    state = {}
+
+    def visit(m, stack):
+        if state.get(m) == "done":
+            return
+        assert state.get(m) != "open", "import cycle: " + " -> ".join(stack + [m])
+        state[m] = "open"
+        for d in sorted(graph.get(m, ())):
+            visit(d, stack + [m])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        visit(m, [])
+    assert "suite" not in graph["experimental"] and "systems" in graph["experimental"]
