@@ -173,8 +173,54 @@ def explicit_axis_mesh():
     assert_close(ref, got, "fit_ensemble with a jax.make_mesh mesh")
 
 
+def _interrupt_after_epoch_2(epoch, metrics):
+    if epoch == 2:
+        raise KeyboardInterrupt
+
+
+def _interrupted_and_resumed(fitter, directory):
+    """``fitter(checkpoint_dir=...)`` interrupted after epoch 2 and resumed in ``directory``/a, and uninterrupted in
+    ``directory``/b: ``((resumed params, history), (uninterrupted params, history))``."""
+    try:
+        fitter(checkpoint_dir=f"{directory}/a", callback=_interrupt_after_epoch_2)
+        raise AssertionError("the callback did not interrupt the run")
+    except KeyboardInterrupt:
+        pass
+    return fitter(checkpoint_dir=f"{directory}/a"), fitter(checkpoint_dir=f"{directory}/b")
+
+
+def resume_under_a_mesh_is_bit_identical():
+    """fit(mesh=) over a "data" axis and fit_ensemble(mesh=) over a "model" axis, 4 of the 8 devices:
+    interrupted after epoch 2 and resumed, each equals its uninterrupted sharded run bit for bit and stays on
+    the mesh (replicated for fit, sharded over the models for fit_ensemble)."""
+    import tempfile
+
+    import chex
+
+    x = jax.random.normal(jax.random.key(1), (32, 4))
+    y = jax.random.normal(jax.random.key(2), (32, 1))
+    params = jaxmlp.init_mlp(jax.random.key(0), [4, 8, 1])
+    kw = dict(optimizer=optim.adam(1e-2), loss="mse", epochs=4, batch_size=8, key=jax.random.key(3),
+              mesh=mesh_of(4, "data"), checkpoint_every=2)
+    stack = jax.vmap(lambda k: jaxmlp.init_mlp(k, [4, 8, 1]))(jax.random.split(jax.random.key(5), 4))
+    ensemble_kw = dict(learning_rates=jnp.asarray([1e-3, 3e-3, 1e-2, 3e-2]), loss="mse", epochs=4, batch_size=8,
+                       key=jax.random.key(3), shuffle="per_model", mesh=mesh_of(4, "model"), checkpoint_every=2)
+    runs = [("fit", lambda **c: jaxmlp.fit(params, x, y, **kw, **c), True),
+            ("fit_ensemble", lambda **c: jaxmlp.fit_ensemble(stack, x, y, **ensemble_kw, **c), False)]
+    for what, fitter, replicated in runs:
+        with tempfile.TemporaryDirectory() as directory:
+            (resumed, resumed_history), (whole, history) = _interrupted_and_resumed(fitter, directory)
+        chex.assert_trees_all_equal(resumed, whole, strict=True)
+        np.testing.assert_array_equal(resumed_history["loss"], history["loss"], err_msg=what)
+        for leaf in jax.tree.leaves(resumed):
+            assert leaf.sharding.is_fully_replicated == replicated and len(leaf.sharding.device_set) == 4, (
+                f"{what}: resumed params should be {'replicated' if replicated else 'sharded'} over 4 devices, "
+                f"got {leaf.sharding}")
+
+
 CASES = {f.__name__: f for f in (data_parallel_matches_single_device, gradients_are_all_reduced,
-                                 ensemble_model_parallel_matches_unsharded, bad_meshes_raise, explicit_axis_mesh)}
+                                 ensemble_model_parallel_matches_unsharded, bad_meshes_raise, explicit_axis_mesh,
+                                 resume_under_a_mesh_is_bit_identical)}
 
 
 def main(argv):

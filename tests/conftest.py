@@ -7,6 +7,10 @@ Float64 is enabled per test, never globally: the ``x64`` fixture (and ``float_dt
 runs the test inside ``jax.enable_x64(True)``. Module-level ``jnp`` constants in the library would be
 computed in float32 at import and break those tests (``test_activations.py`` checks it in a fresh
 process, enabling float64 only after ``import jaxmlp``).
+
+The shared small training problem (``_training.py``) and its float32 run are session fixtures
+(``problem32``, ``sgd32``): the tests of fit, the loop, the evaluation and the compiled programs compare
+against the same run.
 """
 
 import jax
@@ -40,3 +44,19 @@ def _cache_home(tmp_path_factory):
     patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
     yield
     patch.undo()
+
+
+@pytest.fixture(scope="session")
+def problem32():
+    """The shared float32 problem: ``(params, x, y)`` of :func:`_training.make_problem`."""
+    import _training  # here, not at the top: a session that runs no training test does not import jaxmlp
+
+    return _training.make_problem(jnp.float32)
+
+
+@pytest.fixture(scope="session")
+def sgd32(problem32):
+    """The shared float32 run: minibatch SGD, manual gradients, key SEED (:func:`_training.run`)."""
+    import _training
+
+    return _training.run(*problem32)

@@ -1,9 +1,15 @@
-"""Atomic checkpoints (save / load / steps / keep), and fit resuming from them bit-identically."""
+"""jaxmlp.checkpoint: atomic checkpoints (save / load / steps / keep), a template that does not match, a
+crash mid-write, and the temporaries that killed writers leave behind (removed once their process is gone).
+
+How fit and fit_ensemble resume from checkpoints is ``test_loop.py``'s and ``test_ensemble.py``'s.
+"""
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -11,9 +17,11 @@ import numpy as np
 import pytest
 from _trees import assert_trees_equal
 
-from jaxmlp import checkpoint, fit, init_mlp, optim
+from jaxmlp import checkpoint
 from jaxmlp.optim import AdamState
 from jaxmlp.types import Layer
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def make_state(seed=0):
@@ -77,7 +85,7 @@ def test_crash_mid_write_never_leaves_a_torn_checkpoint(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys
         import numpy as np
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        sys.path.insert(0, {TESTS!r})
         from test_checkpoint import make_state
         from jaxmlp import checkpoint
 
@@ -93,8 +101,10 @@ def test_crash_mid_write_never_leaves_a_torn_checkpoint(tmp_path):
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 17, result.stderr
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".tmp_ckpt_")]  # the torn file stays behind
     assert checkpoint.steps(tmp_path) == [1]
-    assert "ckpt_00000002.npz" not in os.listdir(tmp_path)  # a crash may leave a .tmp_ckpt_ file, never this
+    assert os.listdir(tmp_path) == ["ckpt_00000001.npz"]  # never a ckpt_00000002.npz; the dead writer's temporary
+    # is gone too, removed by steps()
     assert_trees_equal(checkpoint.load(tmp_path, 1, make_state()), make_state(1))
 
 
@@ -114,109 +124,116 @@ def test_load_rejects_a_mismatched_template(template, match, tmp_path):
         checkpoint.load(tmp_path, 1, template(make_state()))
 
 
-# --- resuming fit ---------------------------------------------------------------------------------------
-
-ADAM = optim.adam(1e-2)  # one object for every run below: they share compiled programs
-EPOCHS, EVERY = 6, 2
-
-
-class Interrupt:
-    """A progress callback that raises KeyboardInterrupt once, after epoch ``at`` (and its checkpoint)."""
-
-    def __init__(self, at):
-        self.at, self.seen = at, []
-
-    def __call__(self, epoch, metrics):
-        self.seen.append(epoch)
-        if epoch == self.at and self.seen.count(epoch) == 1:  # once: a stray one would stop pytest itself
-            raise KeyboardInterrupt
+def test_save_refuses_keep_0_and_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match="keep must be >= 1"):
+        checkpoint.save(tmp_path / "ckpt", 1, (jnp.ones(3),), keep=0)
+    assert not (tmp_path / "ckpt").exists()
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Six epochs of minibatch Adam, run five ways; returns {name: (params, history)} and the directories."""
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((10, 3)), jnp.float32)
-    y = jnp.asarray(rng.standard_normal((10, 1)), jnp.float32)
-    params = init_mlp(jax.random.key(0), [3, 5, 1], init="xavier")
-
-    def train(**kw):
-        return fit(params, x, y, optimizer=ADAM, loss="mse", activation="tanh", epochs=EPOCHS, batch_size=4,
-                   key=jax.random.key(7), **kw)
-
-    out, dirs = {}, {name: tmp_path_factory.mktemp(name) for name in ("interrupted", "uninterrupted")}
-    callback = Interrupt(at=4)
-    with pytest.raises(KeyboardInterrupt):
-        train(checkpoint_dir=dirs["interrupted"], checkpoint_every=EVERY, callback=callback)
-    out["steps_at_interrupt"] = checkpoint.steps(dirs["interrupted"])
-    out["resumed"] = train(checkpoint_dir=dirs["interrupted"], checkpoint_every=EVERY, callback=callback)
-    out["epochs_called_back"] = callback.seen
-    out["rerun_finished"] = train(checkpoint_dir=dirs["interrupted"], checkpoint_every=EVERY, callback=callback)
-    out["uninterrupted"] = train(checkpoint_dir=dirs["uninterrupted"], checkpoint_every=EVERY)
-    out["chunked"] = train(epochs_per_call=EVERY)
-    out["single_program"] = train()
-    return out, dirs
+# --- temporaries of killed writers ----------------------------------------------------------------------
 
 
-def test_interrupt_after_epoch_4_leaves_its_checkpoint(runs):
-    """The callback runs after the checkpoint: interrupting at epoch 4 keeps epochs 2 and 4 (keep=2)."""
-    out, _ = runs
-    assert out["steps_at_interrupt"] == [2, 4]
+def exited_pid() -> int:
+    """The id of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
-def test_resumed_run_is_bit_identical_to_uninterrupted_runs(runs):
-    out, dirs = runs
-    resumed, history = out["resumed"]
-    np.testing.assert_array_equal(history["epoch"], np.arange(1, EPOCHS + 1))  # epochs 1-4 from the checkpoint
-    assert out["epochs_called_back"] == [2, 4, 6]
-    assert_trees_equal(resumed, out["uninterrupted"][0])
-    assert_trees_equal(resumed, out["chunked"][0])
-    np.testing.assert_array_equal(history["loss"], out["chunked"][1]["loss"])
-    np.testing.assert_array_equal(out["uninterrupted"][1]["loss"], out["chunked"][1]["loss"])
-    assert checkpoint.steps(dirs["interrupted"]) == checkpoint.steps(dirs["uninterrupted"]) == [4, 6]
+@pytest.mark.parametrize("cleaner", ["save", "steps"])
+def test_temporaries_of_exited_writers_of_this_host_are_removed(cleaner, tmp_path):
+    """``.tmp_ckpt_<host>_<pid>_*.npz``: the next save or steps() removes it when its writer, a process of this
+    host, has exited; it keeps those of live processes (this one; pid 1, init, always there), those of other
+    hosts (whose processes it cannot see), and names it did not write."""
+    checkpoint.save(tmp_path, 1, make_state(1))
+    host, dead = checkpoint._host(), exited_pid()
+    orphan = f".tmp_ckpt_{host}_{dead}_x.npz"
+    kept = [f".tmp_ckpt_{host}_{os.getpid()}_x.npz", f".tmp_ckpt_{host}_1_x.npz",
+            f".tmp_ckpt_{host}-elsewhere_{dead}_x.npz", ".tmp_ckpt_abc.npz"]
+    for name in [orphan, *kept]:
+        (tmp_path / name).write_bytes(b"torn")
+    if cleaner == "save":
+        checkpoint.save(tmp_path, 2, make_state(2))
+        expected_steps = [1, 2]
+    else:
+        expected_steps = [1]
+    assert checkpoint.steps(tmp_path) == expected_steps
+    assert sorted(os.listdir(tmp_path)) == sorted(kept + [f"ckpt_{s:08d}.npz" for s in expected_steps])
 
 
-def test_chunked_run_matches_a_single_program_to_rounding(runs):
-    """Three calls of two epochs against one call of six: the same arithmetic in two compiled programs."""
-    out, _ = runs
-    for chunked, single in zip(jax.tree.leaves(out["chunked"][0]), jax.tree.leaves(out["single_program"][0])):
-        np.testing.assert_allclose(chunked, single, rtol=1e-6, atol=1e-7)
+# A fit with a checkpoint every epoch, as a child process (argv: directory, mode, result file). Mode "stall":
+# its third checkpoint stops after its temporary is written, before the rename (the parent kills it there).
+# Mode "resume": the same fit resumed to the end, then an uninterrupted one in another directory.
+KILLED_FIT = """
+import sys, time
+import jax
+import numpy as np
+sys.path.insert(0, {tests!r})
+from _training import ADAM, make_problem, run
+
+directory, mode, out = sys.argv[1:]
+if mode == "stall":
+    savez, saves = np.savez, []
+
+    def stalling_savez(file, **arrays):
+        savez(file, **arrays)
+        saves.append(file)
+        if len(saves) == 3:
+            time.sleep(300)
+
+    np.savez = stalling_savez
+params, x, y = make_problem()
+called_back = []
+kw = dict(optimizer=ADAM, epochs={epochs}, checkpoint_every=1)
+resumed, history = run(params, x, y, checkpoint_dir=directory, callback=lambda e, m: called_back.append(e), **kw)
+whole, whole_history = run(params, x, y, checkpoint_dir=directory + "-whole", **kw)
+leaves = {{f"{{name}}_{{i}}": np.asarray(leaf) for name, params in (("resumed", resumed), ("whole", whole))
+          for i, leaf in enumerate(jax.tree.leaves(params))}}
+np.savez(out, loss=history["loss"], epoch=history["epoch"], whole_loss=whole_history["loss"],
+         called_back=called_back, **leaves)
+"""
 
 
-def test_rerun_of_a_finished_run_returns_its_final_parameters(runs):
-    out, _ = runs
-    params, history = out["rerun_finished"]
-    assert_trees_equal(params, out["resumed"][0])
-    np.testing.assert_array_equal(history["loss"], out["resumed"][1]["loss"])  # the whole history, from the checkpoint
+@pytest.mark.slow
+def test_a_fit_killed_mid_checkpoint_resumes_bit_identical_and_its_temporary_goes(tmp_path):
+    """SIGKILL while fit writes its third checkpoint (epochs 1 and 2 saved): the temporary stays behind,
+    named for this host and the killed process; the rerun resumes from epoch 2, removes it, and ends with the
+    parameters and history of an uninterrupted run, bit for bit."""
+    epochs, directory = 5, tmp_path / "ckpt"
+    script = KILLED_FIT.format(tests=TESTS, epochs=epochs)
+    child = subprocess.Popen([sys.executable, "-c", script, str(directory), "stall", str(tmp_path / "unused.npz")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    try:
+        while True:  # a temporary beside the checkpoint of epoch 2: the third save is under way
+            names = os.listdir(directory) if directory.is_dir() else []
+            if "ckpt_00000002.npz" in names and any(n.startswith(".tmp_ckpt_") for n in names):
+                break
+            assert child.poll() is None, f"the child exited ({child.returncode}) first:\n{child.communicate()[0]}"
+            assert time.monotonic() < deadline, "the child wrote no third checkpoint in time"
+            time.sleep(0.005)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL
+    names = sorted(os.listdir(directory))  # "." sorts first: the temporary, then the checkpoints
+    assert names[1:] == ["ckpt_00000001.npz", "ckpt_00000002.npz"], names
+    assert names[0].startswith(f".tmp_ckpt_{checkpoint._host()}_{child.pid}_"), names
 
-
-def test_resume_keeps_a_non_default_key_implementation(tmp_path):
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((10, 3)), jnp.float32)
-    params = init_mlp(jax.random.key(0), [3, 5, 1], init="xavier")
-    kw = dict(optimizer=ADAM, loss="mse", activation="tanh", epochs=4, batch_size=4,
-              key=jax.random.key(7, impl="rbg"))
-    with pytest.raises(KeyboardInterrupt):
-        fit(params, x, x[:, :1], checkpoint_dir=tmp_path, checkpoint_every=2, callback=Interrupt(at=2), **kw)
-    resumed, _ = fit(params, x, x[:, :1], checkpoint_dir=tmp_path, checkpoint_every=2, **kw)
-    chunked, _ = fit(params, x, x[:, :1], epochs_per_call=2, **kw)
-    assert_trees_equal(resumed, chunked)
-
-
-def test_a_checkpoint_without_history_resumes_numbering_epochs_from_it(runs, tmp_path):
-    """A checkpoint an older jaxmlp wrote (state only, no history): the resumed run returns the epochs it ran,
-    numbered from the checkpoint's, and the parameters of the uninterrupted run."""
-    out, dirs = runs
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((10, 3)), jnp.float32)
-    y = jnp.asarray(rng.standard_normal((10, 1)), jnp.float32)
-    params = init_mlp(jax.random.key(0), [3, 5, 1], init="xavier")
-    kw = dict(optimizer=ADAM, loss="mse", activation="tanh", epochs=EPOCHS, batch_size=4, key=jax.random.key(7),
-              checkpoint_every=EVERY)
-    template = (params, ADAM.init(params), jax.random.key_data(jax.random.key(7)))
-    saved = checkpoint.load(dirs["uninterrupted"], 4, template)
-    checkpoint.save(tmp_path, 4, saved)  # no history=
-    assert checkpoint.load_history(tmp_path, 4) == {}
-    resumed, history = fit(params, x, y, checkpoint_dir=tmp_path, **kw)
-    np.testing.assert_array_equal(history["epoch"], [5, 6])
-    np.testing.assert_array_equal(history["loss"], out["uninterrupted"][1]["loss"][4:])
-    assert_trees_equal(resumed, out["uninterrupted"][0])
+    out = tmp_path / "resumed.npz"
+    result = subprocess.run([sys.executable, "-c", script, str(directory), "resume", str(out)], capture_output=True,
+                            text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    assert not [n for n in os.listdir(directory) if n.startswith(".tmp_ckpt_")], os.listdir(directory)
+    assert checkpoint.steps(directory) == [epochs - 1, epochs]
+    with np.load(out) as f:
+        np.testing.assert_array_equal(f["called_back"], [3, 4, 5])  # resumed from epoch 2
+        np.testing.assert_array_equal(f["epoch"], np.arange(1, epochs + 1))
+        np.testing.assert_array_equal(f["loss"], f["whole_loss"])
+        pairs = [(f[f"resumed_{i}"], f[f"whole_{i}"]) for i in range(4)]  # W and b of two layers
+        assert f"resumed_{len(pairs)}" not in f.files
+    for resumed, whole in pairs:
+        assert resumed.dtype == whole.dtype and resumed.shape == whole.shape and resumed.tobytes() == whole.tobytes()

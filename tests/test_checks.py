@@ -1,6 +1,7 @@
-"""Bad input fails early and clearly: a ValueError or TypeError whose message names the argument and
-shows the shapes or values, raised while tracing, so the same error comes eagerly and under ``jax.jit``
-(never an XLA error from deep inside, never a silent broadcast)."""
+"""jaxmlp.checks: bad input fails early and clearly: a ValueError or TypeError whose message names the argument
+and shows the shapes or values, raised while tracing, so the same error comes eagerly and under ``jax.jit``
+(never an XLA error from deep inside, never a silent broadcast); and fit and fit_ensemble refuse non-finite
+data and out-of-range labels on the host, before anything compiles."""
 
 from functools import partial
 
@@ -8,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _training import Compilations
 
 import jaxmlp
 from jaxmlp.types import Layer
@@ -197,25 +199,6 @@ def test_integer_compute_dtype_is_an_error():
 
 # ---- Data values: fit and fit_ensemble hold the data concretely, and refuse NaN/inf and bad labels -------
 
-class _Compilations:
-    """Counts the XLA compilations started inside the ``with`` block (jax's backend-compile event)."""
-
-    def __enter__(self):
-        from jax import monitoring
-
-        self.n = 0
-        monitoring.register_event_duration_secs_listener(self._listen)
-        return self
-
-    def _listen(self, event, duration, **_):
-        self.n += event.endswith("backend_compile_duration")
-
-    def __exit__(self, *exc):
-        from jax import monitoring
-
-        monitoring.unregister_event_duration_listener(self._listen)
-
-
 def _fitters(params):
     """fit and fit_ensemble (K = 2 copies of ``params``), each as ``(params, x, y, loss) -> result``."""
     from jaxmlp import optim
@@ -249,7 +232,7 @@ def test_fit_refuses_non_finite_data_before_compiling(fitter, where, bad, match)
     for row, col, value in bad:
         data[where][row, col] = value
     train = _fitters(params)[fitter]
-    with _Compilations() as compiled, pytest.raises(ValueError, match=match):
+    with Compilations() as compiled, pytest.raises(ValueError, match=match):
         train(params, data["x"], data["y"], "mse")
     assert compiled.n == 0
 
@@ -280,7 +263,7 @@ def test_data_checks_compile_nothing_and_let_good_data_through():
 
     x = jnp.asarray(np.random.default_rng(0).normal(size=(13, 11)), jnp.float32)
     labels = jnp.asarray(np.arange(13) % 4, jnp.int32)
-    with _Compilations() as compiled:
+    with Compilations() as compiled:
         jaxmlp.checks.finite_values("x", x)
         checks.labels_in_range(labels, 4)
     assert compiled.n == 0

@@ -13,8 +13,11 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from _trees import assert_trees_equal
 
 from jaxmlp import activations, backprop, cli, datasets, evaluate
 from jaxmlp.types import Layer
@@ -149,6 +152,51 @@ def test_gradcheck_fails_when_backward_is_broken(broken, small_gradcheck, monkey
     assert code == (1 if broken else 0)
     assert ("FAIL" in stdout) == broken
     assert ("0/2 combinations pass" if broken else "2/2 combinations pass") in stdout
+
+
+USER_MODEL = """
+import jax, jax.numpy as jnp
+
+def loss(p, x, y):
+    return jnp.mean((jnp.tanh(x @ p["W"]) @ p["v"] - y) ** 2)
+
+def backward(p, x, y):  # by hand
+    h = jnp.tanh(x @ p["W"])
+    r = h @ p["v"] - y
+    d = 2 * r / r.size
+    dh = d[:, None] * p["v"][None, :] * (1 - h ** 2)
+    return jnp.mean(r ** 2), {"W": x.T @ dh, "v": h.T @ d * SCALE}
+
+def model():
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    p = {"W": jax.random.normal(k1, (3, 4)), "v": jax.random.normal(k2, (4,))}
+    x, y = jax.random.normal(k3, (5, 3)), jnp.arange(5.0)
+    return p, (x, y), backward, loss
+"""
+
+
+@pytest.mark.parametrize("scale, code", [(1.0, 0), (1.001, 1)], ids=["right", "v-off-by-0.1%"])
+def test_gradcheck_checks_a_users_model_from_a_file(scale, code, tmp_path, capsys):
+    path = tmp_path / "my_model.py"
+    path.write_text(USER_MODEL.replace("SCALE", repr(scale)))
+    assert cli.main(["gradcheck", f"{path}:model"]) == code
+    out = capsys.readouterr().out
+    assert out.startswith("gradcheck in float64") or out.startswith("gradient check in float64")
+    assert ("['v']" in out) and (("FAIL" in out) == bool(code))
+    assert cli.main(["gradcheck", f"{path}:model", "--json"]) == code
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] == (code == 0) and [r["path"] for r in report["rows"]] == ["['W']", "['v']"]
+    assert report["failures"] == ([] if code == 0 else [f for f in report["failures"] if f.startswith("['v']")])
+
+
+def test_gradcheck_of_a_module_target_and_bad_targets(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mymodels.py").write_text(USER_MODEL.replace("SCALE", "1.0"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert cli.main(["gradcheck", "mymodels:model"]) == 0
+    for target, match in [("nofile.py:model", "no such file"), (f"{tmp_path / 'mymodels.py'}:absent", "no function"),
+                          ("mymodels", "expected path/to/file.py:name or module:name")]:
+        with pytest.raises(SystemExit, match=match):
+            cli.main(["gradcheck", target])
 
 
 # ---- Usage errors, help, and what `train` prints ------------------------------------------------------
@@ -338,3 +386,19 @@ def test_unusable_cache_dir_warns_and_trains(tmp_path, capsys):
     assert "test_accuracy" in out
     assert err.startswith("jaxmlp: no compilation cache (") and str(not_a_dir) in err
     assert jax.config.jax_compilation_cache_dir != str(not_a_dir)
+
+
+def test_cli_adamw_flags():
+    """``jaxmlp train --optimizer adamw --lr --weight-decay``: optax's AdamW with those, bit for bit."""
+    args = cli.parser().parse_args(["train", "--optimizer", "adamw", "--lr", "0.05", "--weight-decay", "0.01"])
+    ours, reference = cli._optimizer(args), optax.adamw(0.05, weight_decay=0.01)
+    params = {"w": jnp.array([0.5, -1.0, 2.0]), "b": jnp.array(0.3)}
+    grads = {"w": jnp.array([0.1, -0.2, 0.3]), "b": jnp.array(-0.05)}
+    # Compiled, as fit runs it (eagerly, float32 β^t is computed by another algorithm, optax's too).
+    (updates, _), (expected, _) = jax.jit(ours.update)(grads, ours.init(params), params), \
+        jax.jit(reference.update)(grads, reference.init(params), params)
+    assert_trees_equal(updates, expected)
+    assert cli.parser().parse_args(["train"]).weight_decay == 1e-4  # optax's default
+    with pytest.raises(SystemExit) as exit_:
+        cli.parser().parse_args(["train", "--weight-decay", "-0.1"])
+    assert exit_.value.code == 2

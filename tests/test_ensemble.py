@@ -1,8 +1,10 @@
-"""fit_ensemble and evaluate_ensemble: each model against fit of that model alone, resume against an
-uninterrupted run, the averaged prediction against a formula, and the errors of bad sweeps.
+"""fit_ensemble and evaluate_ensemble: each model against fit of that model alone, divergence of one model,
+resume against an uninterrupted run, the averaged prediction against a formula, and the errors of bad sweeps.
 
-The tests share one small problem (K = 3 tanh MLPs [3, 5, 1], N = 10, MSE) and module-level factories,
-so that most runs reuse a program another test compiled.
+Most tests share one small problem (K = 3 tanh MLPs [3, 5, 1], N = 10, MSE: :func:`problem`) and module-level
+factories; the section "two models of the shared problem" trains K = 2 models of ``_training.py``'s problem,
+in float64 and float32, against fit's runs of it. The HLO of the ensemble's program is checked in
+``test_perf.py``.
 """
 
 import functools
@@ -12,11 +14,26 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _training import (
+    ACTIVATION,
+    BATCH,
+    EPOCHS,
+    LEARNING_RATES,
+    LOSS,
+    SEED,
+    SIZES,
+    TOL,
+    Interrupt,
+    N,
+    make_problem,
+    model,
+    run,
+    run_ensemble,
+)
 from _trees import assert_trees_equal, max_rel
 
 from jaxmlp import TrainingDiverged, evaluate, evaluate_ensemble, fit, fit_ensemble, init_mlp, optim
 
-N, SIZES, ACTIVATION, LOSS, BATCH, EPOCHS, SEED = 10, (3, 5, 1), "tanh", "mse", 4, 3, 7
 K = 3
 RTOL = 1e-5  # float32, a few epochs: vmap may order some sums differently from a lone fit
 LRS, MOMENTA = (0.05, 0.1, 0.2), (0.9, 0.5, 0.0)
@@ -43,10 +60,6 @@ def problem(n_out=1, loss=LOSS, seed=0):
     sizes = SIZES[:-1] + (n_out,)
     stack = jax.vmap(lambda k: init_mlp(k, sizes, init="xavier"))(jax.random.split(jax.random.key(1), K))
     return stack, x, y
-
-
-def model(stack, i):
-    return jax.tree.map(lambda leaf: leaf[i], stack)
 
 
 KW = dict(loss=LOSS, activation=ACTIVATION, epochs=EPOCHS, batch_size=BATCH, key=jax.random.key(SEED))
@@ -157,18 +170,6 @@ def test_each_configuration_equals_fit_alone(overrides):
 # --- checkpoints, resume, epochs_per_call, callback ----------------------------------------------------------
 
 
-class Interrupt:
-    """A callback that records its calls and raises KeyboardInterrupt once, after epoch ``at``."""
-
-    def __init__(self, at=None):
-        self.at, self.calls = at, []
-
-    def __call__(self, epoch, metrics):
-        self.calls.append((epoch, {k: np.array(v) for k, v in metrics.items()}))
-        if epoch == self.at and [e for e, _ in self.calls].count(epoch) == 1:
-            raise KeyboardInterrupt
-
-
 @pytest.fixture(scope="module")
 def sweep_runs(tmp_path_factory):
     """Five epochs, checkpoints every 2 (which does not divide 5), per-model shuffles and a diverging
@@ -272,6 +273,60 @@ def test_evaluate_ensemble_against_evaluate_and_the_averaged_prediction(loss):
     assert np.min(np.abs(np.asarray(metrics["loss"]) - expected)) > 1e-4
 
 
+# --- two models of the shared problem, float64 and float32 -------------------------------------------------
+
+ENSEMBLE_OPTIMIZERS = tuple(optim.adam(lr) for lr in LEARNING_RATES)  # model i of run_ensemble, alone
+
+
+def test_ensemble_model_equals_fit_alone(float_dtype):
+    n_models = len(LEARNING_RATES)
+    _, x, y = make_problem(float_dtype)
+    stack, trained, history = run_ensemble(float_dtype, LEARNING_RATES)
+    assert history["loss"].shape == (EPOCHS, n_models)
+    np.testing.assert_array_equal(history["diverged"], np.zeros(n_models, bool))
+    for i, optimizer in enumerate(ENSEMBLE_OPTIMIZERS):
+        lone, lone_history = run(model(stack, i), x, y, optimizer=optimizer)
+        model_i = model(trained, i)
+        assert jax.tree.map(lambda a: a.dtype, model_i) == jax.tree.map(lambda a: a.dtype, lone)
+        # To rounding, not bitwise: under vmap XLA may order some sums differently.
+        assert max_rel(model_i, lone) < TOL[float_dtype], f"model {i}"
+        np.testing.assert_allclose(history["loss"][:, i], lone_history["loss"], rtol=TOL[float_dtype])
+
+
+def test_ensemble_model_that_diverges_does_not_stop_the_others():
+    """Adam steps of 1e30 overflow the loss in epoch 1: that model keeps its initial parameters."""
+    stack, trained, history = run_ensemble(jnp.float32, (LEARNING_RATES[0], 1e30))  # no new compile
+    np.testing.assert_array_equal(history["diverged"], [False, True])
+    assert not np.isfinite(history["loss"][:, 1]).any()
+    assert_trees_equal(model(trained, 1), model(stack, 1))
+    _, healthy, healthy_history = run_ensemble(jnp.float32, LEARNING_RATES)
+    assert_trees_equal(model(trained, 0), model(healthy, 0))
+    np.testing.assert_array_equal(history["loss"][:, 0], healthy_history["loss"][:, 0])
+
+
+def test_ensemble_minibatch_metrics_equal_fit_alone():
+    n_models = len(LEARNING_RATES)
+    params, x, y = make_problem(jnp.float32)
+    stack = jax.vmap(lambda k: init_mlp(k, SIZES, init="xavier"))(jax.random.split(jax.random.key(1), n_models))
+    _, history = fit_ensemble(stack, x, y, learning_rates=LEARNING_RATES, loss=LOSS, activation=ACTIVATION,
+                              epochs=EPOCHS, batch_size=BATCH, key=jax.random.key(SEED), metrics="minibatch")
+    assert history["loss"].shape == (EPOCHS, n_models)
+    for i, optimizer in enumerate(ENSEMBLE_OPTIMIZERS):
+        _, lone_history = run(model(stack, i), x, y, optimizer=optimizer, metrics="minibatch")
+        np.testing.assert_allclose(history["loss"][:, i], lone_history["loss"], rtol=TOL[jnp.float32])
+
+
+def test_adamw_with_per_model_hyperparameters_equals_fit(x64):
+    """Traced hyperparameters: model i trains as ``fit`` does with ``adamw(lr_i, weight_decay=wd_i)``."""
+    params, x, y = make_problem(jnp.float64, n=16)
+    stack = jax.tree.map(lambda p: jnp.stack([p, p]), params)
+    hyper = {"learning_rate": jnp.array([1e-2, 3e-2]), "weight_decay": jnp.array([0.0, 0.5])}
+    trained, _ = fit_ensemble(stack, x, y, optimizer=lambda h: optim.adamw(**h), hyperparams=hyper, **KW)
+    alone_1, _ = run(params, x, y, optimizer=optim.adamw(3e-2, weight_decay=0.5))
+    assert max_rel(model(trained, 1), alone_1) <= 1e-12
+    assert max_rel(model(trained, 0), alone_1) > 1e-3  # the models differ
+
+
 # --- bad input ---------------------------------------------------------------------------------------------------
 
 
@@ -304,48 +359,24 @@ def test_bad_sweeps_are_refused_before_compiling(kw, error, match):
         fit_ensemble(stack, x, y, loss=LOSS, **kw)
 
 
-# --- the compiled program ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("learning_rates", [(1e-2,), (1e-2, 2e-2, 3e-2), 1e-2, ((1e-2,), (2e-2,))],
+                         ids=["too-few", "too-many", "scalar", "column"])
+def test_ensemble_rejects_learning_rates_of_the_wrong_shape(learning_rates, problem32):
+    _, x, y = problem32
+    stack = jax.vmap(lambda k: init_mlp(k, SIZES))(jax.random.split(jax.random.key(1), 2))
+    with pytest.raises(ValueError, match=r"learning_rates must have shape \(K,\) = \(2,\)"):
+        fit_ensemble(stack, x, y, learning_rates=learning_rates, loss=LOSS)
 
 
-def compiled_text(shuffle, sizes=SIZES):
-    """The optimized HLO of one epoch of the ensemble program (K = 3, batch 4, SGD)."""
-    from jaxmlp import ensemble, loop
-
-    stack, x, y = problem()
-    if sizes != SIZES:
-        stack = jax.vmap(lambda k: init_mlp(k, sizes, init="xavier"))(jax.random.split(jax.random.key(1), K))
-    factory = ensemble._Same(optim.sgd(0.1))
-    config = loop.Config(LOSS, ACTIVATION, None, "manual", BATCH, eval_chunk=N)
-    key = jax.random.key(0) if shuffle == "shared" else jax.random.split(jax.random.key(0), K)
-    carry = loop.Carry(stack, ensemble._init(stack, {}, factory=factory), key, stack, jnp.ones((K,), bool))
-    lowered = ensemble._compiled_ensemble.lower(carry, x, y, {}, factory=factory, config=config, n_epochs=1,
-                                                per_model=shuffle == "per_model", group=K)
-    return lowered.compile().as_text()
+def test_fit_ensemble_rejects_a_bad_metrics_value(problem32):
+    params, x, y = problem32
+    stack = jax.tree.map(lambda leaf: leaf[None], params)
+    with pytest.raises(ValueError, match="metrics must be one of"):
+        fit_ensemble(stack, x, y, learning_rates=(0.1,), loss=LOSS, metrics="batch")
 
 
-def test_shared_minibatch_makes_layer_1_one_matmul_for_all_models():
-    """shuffle="shared": X_b (B x n0) times the K stacked W[1] is one dot of shape (B, K n1), forward (F1),
-    and the gradient of W[1], (X_bᵀ Δ[1])ᵀ, one of shape (n0, K n1) (B3); per-model minibatches are K
-    batched products."""
-    n0, n1 = SIZES[0], SIZES[1]
-    one_dot = [rf"f32\[{BATCH},{K * n1}\]\{{[0-9,]*\}} dot\(", rf"f32\[{n0},{K * n1}\]\{{[0-9,]*\}} dot\("]
-    import re
-
-    shared, per_model = compiled_text("shared"), compiled_text("per_model")
-    for pattern in one_dot:
-        assert re.search(pattern, shared), pattern
-        assert not re.search(pattern, per_model), pattern
-
-
-@pytest.mark.parametrize("shuffle", ["shared", "per_model"])
-def test_no_weight_gradient_contracts_the_batch_axis_of_both_operands(shuffle):
-    """(B3) ∂L/∂W[l] = Δ[l]ᵀ A[l-1] under vmap: XLA:CPU runs a batched product that contracts axis 1 (the
-    minibatch) of both operands one matrix at a time, at twice the cost of the "NN" product of Δ[l]ᵀ
-    written out. None may be left but matrix-vector ones (a free dimension of 1: the output layer)."""
-    import re
-
-    text = compiled_text(shuffle, sizes=(3, 5, 4, 1))  # layer 2 is a 4 x 5 matrix
-    tn = re.findall(r"f32\[\d+,(\d+),(\d+)\]\{[0-9,]*\} dot\([^)]*\), lhs_batch_dims=\{0\}, "
-                    r"lhs_contracting_dims=\{1\}, rhs_batch_dims=\{0\}, rhs_contracting_dims=\{1\}", text)
-    assert tn, "the output layer's matrix-vector products are not found: the pattern is stale"
-    assert all("1" in (rows, cols) for rows, cols in tn), tn
+def test_fit_ensemble_rejects_an_unstacked_params():
+    params = init_mlp(jax.random.key(0), [3, 3, 3])  # leaves share a leading size 3 = K by accident
+    x, y = jnp.ones((8, 3)), jnp.ones((8, 3))
+    with pytest.raises(ValueError, match="params_stack must be Layers stacked"):
+        fit_ensemble(params, x, y, learning_rates=jnp.ones(3), loss="mse")

@@ -8,6 +8,9 @@ What ``compute_dtype=jnp.bfloat16`` (or ``jnp.float16``) promises, in :func:`jax
 - the loss and Δ[L] (B1) are computed in the parameters' dtype, float32 here, and so are the grads;
 - ``fit`` keeps float32 master parameters and optimizer state (checked inside the compiled step with
   an optimizer that records what it is given), and returns float32 parameters.
+
+The matmuls' dtypes are read from the *lowered* StableHLO, what jaxmlp asks XLA for before any of XLA's own
+choices: that is the contract of ``compute_dtype``, not a layout detail (``test_perf.py`` holds those).
 """
 
 from __future__ import annotations

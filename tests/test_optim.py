@@ -1,9 +1,16 @@
-"""jaxmlp.optim against optax, step by step, plus the protocol, schedules, low precision, sweeps and input checks.
+"""jaxmlp.optim: against optax step by step, bit for bit; optax's conventions; the protocol and the state;
+optimizers compared by value; sweeps of traced hyperparameters; low precision; input checks; and an
+optim module that knows only pytrees.
 
 Trajectories are compared *bit for bit*, as the module docstring promises: a relative tolerance of even
 2e-5 let through ε inside the square root (1.2e-7) and one SGD step dropped out of 1000 (1.2e-5).
-The optax conventions every optimizer must also follow (convergence, extra arguments, dtypes,
-``inject_hyperparams``, ``MultiSteps``) are in ``test_optim_conventions.py``.
+
+The conventions every jaxmlp optimizer follows, as optax's own do, were written for jaxmlp from what optax's
+alias tests check (not a copy of them): convergence on a parabola and on Rosenbrock's function in float32 and
+complex64; extra keyword arguments to ``update``; ``optax.inject_hyperparams``; updates in the gradient's
+dtype and a state whose dtypes do not change, float16 to complex128; ``optax.MultiSteps``; explicit state
+dtypes. (One compilation for repeated jitted steps is ``test_perf.py``'s; optim inside fit and fit_ensemble
+``test_train.py``'s and ``test_ensemble.py``'s; optim_check's report ``test_optim_check.py``'s.)
 """
 
 import ast
@@ -17,14 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _optimizers import BY_ID, IDS, WEIGHTS_ONLY, build, complex_problem, make_grads, make_params, small_problem
 from _trees import assert_trees_equal, max_rel
 
 from jaxmlp import optim, optim_check
 from jaxmlp.types import Layer
 
 STEPS = 1000
-# Decay the weights, not the biases: a mask for make_params' two layers (a tuple of bools is hashable).
-WEIGHTS_ONLY = (Layer(W=True, b=False), Layer(W=True, b=False))
+
 
 
 def schedules():
@@ -79,25 +86,6 @@ CASE_IDS = [c[0] for c in cases()]
 SCHEDULED = [i for i in CASE_IDS if any(k in i for k in ("cosine", "exponential"))]
 ADAMS = [i for i in CASE_IDS if "adam" in i]
 TRACES = [i for i in CASE_IDS if any(k in i for k in ("momentum", "nesterov"))]
-
-
-def make_params(dtype, sizes=(3, 5, 2), seed=0):
-    rng = np.random.default_rng(seed)
-    return tuple(
-        Layer(W=jnp.asarray(rng.standard_normal((n_out, n_in)), dtype),
-              b=jnp.asarray(rng.standard_normal(n_out), dtype))
-        for n_in, n_out in zip(sizes[:-1], sizes[1:])
-    )
-
-
-def make_grads(params, steps, seed=1):
-    """Deterministic random gradients, a leading step axis on each leaf, magnitudes from 1e-3 to 10."""
-    rng = np.random.default_rng(seed)
-    scale = 10 ** rng.uniform(-3, 1, steps)
-    return jax.tree.map(
-        lambda p: jnp.asarray(rng.standard_normal((steps,) + p.shape) * scale.reshape((steps,) + (1,) * p.ndim),
-                              p.dtype),
-        params)
 
 
 def run_all(params, grads, *optimizers):
@@ -164,15 +152,6 @@ def test_a_schedule_is_not_its_initial_value(float_dtype):
     params = make_params(float_dtype)
     (p_constant, _), = run_all(params, make_grads(params, STEPS), (optim.gd(0.1), optim.apply_updates))
     assert max_rel(p_scheduled, p_constant) > 1e-3
-
-
-def complex_problem(dtype, steps):
-    """Complex params and gradients, real and imaginary parts from two seeds."""
-    real = jnp.float64 if dtype == jnp.complex128 else jnp.float32
-    re, im = make_params(real), make_params(real, seed=5)
-    params = jax.tree.map(lambda a, b: (a + 1j * b).astype(dtype), re, im)
-    grads = jax.tree.map(lambda a, b: (a + 1j * b).astype(dtype), make_grads(re, steps), make_grads(re, steps, seed=7))
-    return params, grads
 
 
 COMPLEX_CASES = ["adam-custom", "nadam", "adamw-custom", "adam-warmup-cosine", "nesterov-custom"]
@@ -275,23 +254,26 @@ def test_apply_updates_keeps_param_dtype():
     np.testing.assert_array_equal(np.asarray(new[1]), 1.5)
 
 
-def test_jitted_step_does_not_recompile():
-    traces = []
-    adam = optim.adam(1e-3)
+def test_apply_updates_rejects_a_shape_mismatch_instead_of_broadcasting():
+    with pytest.raises(ValueError, match=r"shape \(3, 3\) but its parameter has shape \(3,\)"):
+        optim.apply_updates((jnp.ones(3),), (jnp.ones((3, 3)),))
 
-    @jax.jit
-    def step(params, state, grads):
-        traces.append(1)  # runs once per trace, not per call
-        updates, state = adam.update(grads, state, params)
-        return optim.apply_updates(params, updates), state
 
-    params = make_params(jnp.float32)
-    state = adam.init(params)
-    grads = make_grads(params, 2)
-    for t in range(2):
-        params, state = step(params, state, jax.tree.map(lambda g: g[t], grads))
-    assert len(traces) == 1
-    assert step._cache_size() == 1
+def test_optimizers_compare_by_value():
+    """Two optimizers built from equal hyperparameters are two objects, equal and of one hash, so that jit's
+    cache (fit's compiled program) serves both; other values, or another type of the same value, differ."""
+    assert optim.adam(1e-3) is not optim.adam(1e-3)
+    assert optim.adam(1e-3) == optim.adam(1e-3) and hash(optim.adam(1e-3)) == hash(optim.adam(1e-3))
+    assert optim.adam(1e-3) != optim.adam(2e-3) and optim.adam(1e-3) != optim.adam(1e-3, nesterov=True)
+    assert optim.sgd(0.1, momentum=0.9) == optim.sgd(0.1, momentum=0.9)
+    mask = lambda: (Layer(W=True, b=False), Layer(W=True, b=False))  # equal tuples, two objects
+    assert optim.adamw(1e-3, mask=mask()) == optim.adamw(1e-3, mask=mask())
+    # jax types np.float64(0.1) strongly and 0.1 weakly: not interchangeable in a compiled program.
+    assert optim.sgd(0.1) != optim.sgd(np.float64(0.1))
+    # A schedule (any callable) compares by identity: equal values of a function cannot be told apart.
+    schedule = optax.cosine_decay_schedule(0.1, 10)
+    assert optim.sgd(schedule) == optim.sgd(schedule)
+    assert optim.sgd(schedule) != optim.sgd(optax.cosine_decay_schedule(0.1, 10))
 
 
 # ---------------------------------------------------------------- sweeps: traced hyperparameters under vmap
@@ -475,63 +457,181 @@ def test_importing_optim_alone_does_not_load_optax():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-# ---------------------------------------------------------------- optim_check
+# ---------------------------------------------------------------- optax's conventions: convergence
 
 
-@pytest.mark.parametrize("trace_fn, kwargs", [
-    (optim_check.adam_trace, dict(b1=0.8)),
-    (optim_check.adam_trace, dict(b1=0.8, nesterov=True)),
-    (optim_check.adam_trace, dict(learning_rate=optax.cosine_decay_schedule(1e-2, 100))),
-    (optim_check.adamw_trace, dict(weight_decay=0.1, mask=WEIGHTS_ONLY)),
-    (optim_check.adamw_trace, dict(weight_decay=0.1, nesterov=True)),
-], ids=["adam", "nadam", "adam-schedule", "adamw-masked", "nadamw"])
-def test_trace_reports_bit_for_bit_agreement(trace_fn, kwargs):
-    params = make_params(jnp.float32)
-    grads = make_grads(params, 100)
-    trace = trace_fn(params, grads, **{"learning_rate": 1e-2, **kwargs})
-    assert trace.param_diff.shape == trace.m_hat_diff.shape == trace.v_hat_diff.shape == (100,)
-    assert trace.max_param_diff == 0.0 and trace.max_param_rel_diff == 0.0
-    assert np.max(trace.m_hat_diff) == 0.0 and np.max(trace.v_hat_diff) == 0.0
-    text = str(trace)
-    assert "(last)" in text and "(worst)" in text and "|Δm̂|max" in text
+def parabola(dtype):
+    """``(θ₀, θ*, f)``: f(θ) = Σ |θ - θ*|², θ* = (1, -1, 1), times (1 + i) for complex θ."""
+    complex_ = jnp.issubdtype(dtype, jnp.complexfloating)
+    target = jnp.array([1.0, -1.0, 1.0], dtype) * (1 + 1j if complex_ else 1)
+    return jnp.array([-1.0, 10.0, 1.0], dtype), target, lambda p: jnp.sum(jnp.abs(p - target) ** 2)
 
 
-def test_trace_compares_complex_parameters():
-    params, grads = complex_problem(jnp.complex64, 30)
-    assert optim_check.adam_trace(params, grads, learning_rate=1e-2).max_param_diff == 0.0
-    # A reference whose updates differ from ours in the imaginary part only: the trace must see it.
-    conjugated = optax.chain(optax.stateless(lambda u, p: jax.tree.map(jnp.conj, u)), optax.sgd(0.1))
-    trace = optim_check.compare_with_optax(optim.sgd(0.1), conjugated, params, grads)
-    assert trace.max_param_diff > 1e-3
+def rosenbrock(dtype):
+    """``(θ₀, θ*, f)``: f(θ) = |a - θ₀|² + 100 |θ₁ - θ₀²|², minimal at θ* = (a, a²), a = 1 (complex θ: 1 + i)."""
+    a = 1 + 1j if jnp.issubdtype(dtype, jnp.complexfloating) else 1.0
+    target = jnp.array([a, a * a], dtype)
+    return jnp.zeros(2, dtype), target, lambda p: jnp.abs(a - p[0]) ** 2 + 100 * jnp.abs(p[1] - p[0] ** 2) ** 2
 
 
-def test_compare_with_optax_detects_a_difference():
-    params = make_params(jnp.float32)
-    grads = make_grads(params, 100)
-    trace = optim_check.compare_with_optax(optim.adam(1e-2), optax.adam(1e-2, b1=0.5), params, grads,
-                                           b1=0.9, b2=0.999)
-    assert trace.max_param_diff > 1e-3
-    assert np.max(trace.m_hat_diff) > 1e-2
-    assert 1 <= trace.worst_step <= 100
-    assert f"{trace.worst_step} (worst)" in str(trace)
+def descent_direction(f, p):
+    """The gradient to give an optimizer: ``conj(jax.grad(f))``, for complex θ the direction of steepest ascent."""
+    return jax.tree.map(jnp.conj, jax.grad(f)(p))
 
 
-def test_compare_with_optax_sgd_has_no_moments():
-    params = make_params(jnp.float32)
-    grads = make_grads(params, 30)
-    trace = optim_check.compare_with_optax(optim.sgd(0.1, momentum=0.9), optax.sgd(0.1, momentum=0.9), params, grads)
-    assert trace.max_param_diff == 0.0 and trace.m_hat_diff is None
-    assert "|Δm̂|max" not in str(trace)
-    with pytest.raises(ValueError, match="holds no Adam state"):
-        optim_check.compare_with_optax(optim.sgd(0.1), optax.sgd(0.1), params, grads, b1=0.9, b2=0.999)
+@functools.cache
+def minimized(target_name, dtype_name):
+    """``(θ₀, θ*, {id: θ after 20000 steps})`` for every optimizer, in one compilation."""
+    p0, target, f = {"parabola": parabola, "rosenbrock": rosenbrock}[target_name](jnp.dtype(dtype_name))
+
+    def run(opt):
+        def step(carry, _):
+            p, s = carry
+            u, s = opt.update(descent_direction(f, p), s, p)
+            return (optim.apply_updates(p, u), s), None
+
+        return jax.lax.scan(step, (p0, opt.init(p0)), None, length=20000)[0][0]
+
+    return p0, target, jax.jit(lambda: {i: run(build(i)) for i in IDS})()
 
 
-def test_compare_with_optax_checks_the_gradient_sequence():
-    params = make_params(jnp.float32)
-    with pytest.raises(ValueError, match="leading|shape"):
-        optim_check.compare_with_optax(optim.sgd(0.1), optax.sgd(0.1), params, params)  # no step axis
+@pytest.mark.parametrize("opt_id", IDS)
+@pytest.mark.parametrize("dtype", ["float32", "complex64"])
+@pytest.mark.parametrize("target", ["parabola", "rosenbrock"])
+def test_converges(target, dtype, opt_id):
+    p0, target_params, results = minimized(target, dtype)
+    found = results[opt_id]
+    assert found.dtype == jnp.dtype(dtype)
+    assert float(jnp.max(jnp.abs(p0 - target_params))) >= 1  # the start is far from the minimum
+    error = float(jnp.max(jnp.abs(found - target_params)))
+    assert error <= 3e-2, f"{opt_id} ended at {found}, {error:.2e} from {target_params}"
 
 
-def test_apply_updates_rejects_a_shape_mismatch_instead_of_broadcasting():
-    with pytest.raises(ValueError, match=r"shape \(3, 3\) but its parameter has shape \(3,\)"):
-        optim.apply_updates((jnp.ones(3),), (jnp.ones((3, 3)),))
+# ---------------------------------------------------------------- optax's conventions: the protocol
+
+
+@pytest.mark.parametrize("opt_id", IDS)
+def test_update_takes_and_ignores_extra_keyword_arguments(opt_id):
+    opt = build(opt_id)
+    params, grads = small_problem()
+    state = opt.init(params)
+    plain, extra = jax.jit(lambda g, s, p: (opt.update(g, s, p),
+                                           opt.update(g, s, p, value=jnp.float32(3.0), unexpected_argument=1)))(
+        grads, state, params)
+    assert_trees_equal(extra, plain)
+
+
+@pytest.mark.parametrize("opt_id", IDS)
+def test_inject_hyperparams(opt_id, x64):
+    """``optax.inject_hyperparams(factory)(**kwargs)``: the hyperparameters become arrays in the state, the
+    steps stay ours. In float64 those arrays hold the same doubles as the Python numbers, so the steps are
+    equal bit for bit (in float32, 1 - β₂ would be rounded from float32(β₂), a relative 1e-5 off)."""
+    _, factory, kwargs = BY_ID[opt_id]
+    opt, injected = factory(**kwargs), optax.inject_hyperparams(factory)(**kwargs)
+    params, grads = small_problem(jnp.float64)
+    state, injected_state = opt.init(params), injected.init(params)
+    assert set(injected_state.hyperparams) >= {"learning_rate"}
+    for _ in range(3):
+        updates, state = opt.update(grads, state, params)
+        injected_updates, injected_state = injected.update(grads, injected_state, params)
+        assert_trees_equal(injected_updates, updates)
+        if isinstance(state, optim.ScheduleState):  # inject_hyperparams evaluates the schedule itself
+            assert_trees_equal(injected_state.count, state.count)
+            state_without_schedule = state.inner
+        else:
+            state_without_schedule = state
+        assert_trees_equal(injected_state.inner_state, state_without_schedule)
+        params = optim.apply_updates(params, updates)
+
+
+# ---------------------------------------------------------------- optax's conventions: dtypes
+
+DTYPES = ["float16", "bfloat16", "float32", "float64", "complex64", "complex128"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dtypes_are_preserved_and_the_state_is_stable(dtype):
+    """Updates in the gradient's dtype; the state's shapes and dtypes unchanged by an update, so that
+    ``lax.cond(pred, update, keep)`` type-checks; the params' dtype unchanged by ``apply_updates``."""
+    with jax.enable_x64(dtype in ("float64", "complex128")):
+        dtype = jnp.dtype(dtype)
+        p0, _, f = parabola(dtype)
+
+        def two_steps(opt):
+            def step(carry, pred):
+                p, s = carry
+                g = descent_direction(f, p)
+                u, s = jax.lax.cond(pred, lambda: opt.update(g, s, p), lambda: (g, s))
+                return (optim.apply_updates(p, u), s), (g, u)
+
+            state0 = opt.init(p0)
+            (p, state), (g, u) = jax.lax.scan(step, (p0, state0), jnp.array([True, True]))
+            return state0, p, state, g, u
+
+        results = jax.jit(lambda: {i: two_steps(build(i)) for i in IDS})()
+        for opt_id, (state0, p, state, g, u) in results.items():
+            assert g.dtype == u.dtype == p.dtype == dtype, opt_id
+            assert jax.tree.structure(state) == jax.tree.structure(state0), opt_id
+            assert [(x.shape, x.dtype) for x in jax.tree.leaves(state)] == \
+                [(x.shape, x.dtype) for x in jax.tree.leaves(state0)], opt_id
+            assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves((p, state, u))), opt_id
+            assert float(jnp.max(jnp.abs(u))) > 0, opt_id  # the two steps moved θ
+
+
+@pytest.mark.parametrize("opt_id", IDS)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_multisteps_accumulates_then_applies_one_step(opt_id, dtype):
+    """``optax.MultiSteps(opt, 4)``: three zero updates, then ``opt``'s update for the mean gradient
+    (the same gradient four times, so its mean is exact)."""
+    dtype = jnp.dtype(dtype)
+    opt = build(opt_id)
+    params, grads = small_problem(dtype)
+    multi = optax.MultiSteps(opt, every_k_schedule=4)
+
+    @jax.jit  # one program for both, compiled as fit would run them
+    def run():
+        state, updates = multi.init(params), []
+        for _ in range(4):
+            u, state = multi.update(grads, state, params)
+            updates.append(u)
+        return updates, opt.update(grads, opt.init(params), params)[0]
+
+    updates, expected = run()
+    for u in updates[:3]:
+        assert_trees_equal(u, jax.tree.map(jnp.zeros_like, grads))
+    assert all(u.dtype == dtype for u in jax.tree.leaves(updates[3]))
+    assert_trees_equal(updates[3], expected)
+
+
+STATE_DTYPES = ["bfloat16", "float32", "complex64", None]
+
+
+@pytest.mark.parametrize("state_dtype", STATE_DTYPES, ids=str)
+@pytest.mark.parametrize("params_dtype", STATE_DTYPES, ids=str)
+@pytest.mark.parametrize("make, field", [
+    (lambda d: optim.sgd(0.1, momentum=0.9, accumulator_dtype=d), "trace"),
+    (lambda d: optim.adam(0.1, mu_dtype=d), "mu"),
+    (lambda d: optim.adam(0.1, nesterov=True, mu_dtype=d), "mu"),
+    (lambda d: optim.adamw(0.1, mu_dtype=d), "mu"),
+], ids=["momentum", "adam", "nadam", "adamw"])
+def test_explicit_state_dtype(make, field, params_dtype, state_dtype):
+    """``accumulator_dtype`` / ``mu_dtype``: honoured when given, else the parameters' dtype (as optax).
+    Adam's v is in the parameters' dtype, or float32 when that is narrower."""
+    opt = make(state_dtype)
+    params = jnp.zeros(2, params_dtype)  # None: the default float dtype
+    state = opt.init(params)
+    expected = params.dtype if state_dtype is None else jnp.dtype(state_dtype)
+    assert getattr(state, field).dtype == expected
+    if field == "mu":
+        assert state.nu.dtype == jnp.promote_types(params.dtype, jnp.float32)
+    grads = jnp.ones(2, params.dtype)
+    if jnp.iscomplexobj(params) and not jnp.issubdtype(expected, jnp.complexfloating):
+        name = "accumulator_dtype" if field == "trace" else "mu_dtype"
+        with pytest.raises(TypeError, match=f"{name} is {expected}, a real dtype, but the parameters"):
+            opt.update(grads, state, params)  # m or τ would lose its imaginary part
+        return
+    new_state = jax.eval_shape(lambda: opt.update(grads, state, params)[1])
+    assert [x.dtype for x in jax.tree.leaves(new_state)] == [x.dtype for x in jax.tree.leaves(state)]
+
+
+# ---------------------------------------------------------------- jaxmlp train's optimizer flags

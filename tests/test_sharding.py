@@ -1,4 +1,5 @@
-"""Data and model parallelism (``fit(mesh=)``, ``fit_ensemble(mesh=)``), one host and two, and the scaling script.
+"""Data and model parallelism (``fit(mesh=)``, ``fit_ensemble(mesh=)``): against the single-device runs, resumed
+from checkpoints, on one host and two; bad meshes; and the scaling script.
 
 Every test here runs JAX in a subprocess with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``,
 so that this process (and the rest of the suite) keeps its single CPU device:
@@ -80,8 +81,10 @@ def test_data_parallel_matches_single_device(sharding_results):
     print(info)
 
 
+@pytest.mark.perf  # a layout detail: the values are test_data_parallel_matches_single_device's
 def test_gradients_are_all_reduced(sharding_results):
-    """The compiled program all-reduces every gradient leaf, the (B3)-(B4) batch sums of backward included."""
+    """The compiled program all-reduces every gradient leaf, the (B3)-(B4) batch sums of backward included:
+    each device computes its shard's gradients, rather than every device all of them."""
     check_case(sharding_results, "gradients_are_all_reduced")
 
 
@@ -98,6 +101,12 @@ def test_bad_meshes_raise(sharding_results):
 def test_explicit_axis_mesh(sharding_results):
     """A mesh from ``jax.make_mesh`` (Explicit axes by default in recent jax) works like an Auto one."""
     check_case(sharding_results, "explicit_axis_mesh")
+
+
+def test_resume_under_a_mesh_is_bit_identical(sharding_results):
+    """fit(mesh=) over a "data" axis and fit_ensemble(mesh=) over a "model" axis, 4 of 8 devices: interrupted after
+    epoch 2 and resumed, each equals its uninterrupted sharded run bit for bit and stays on the mesh."""
+    check_case(sharding_results, "resume_under_a_mesh_is_bit_identical")
 
 
 # ---------------------------------------------------------------- two processes, one coordinator

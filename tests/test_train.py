@@ -1,64 +1,36 @@
-"""fit, fit_ensemble and evaluate: against hand-written reference loops, autodiff and optax, plus
-divergence, compilation caching, and acceptance on real data.
+"""fit: against hand-written reference loops, autodiff and optax; divergence; metrics="minibatch"; bad
+arguments; and acceptance on real data.
 
-Compiled programs are cached on (shapes, dtype, optimizer object, configuration, epochs per call), and a
-compile costs seconds on a loaded machine, so the tests share one small problem (``make_problem``),
-module-level optimizer objects and a few epoch counts: most fits below reuse a program another test
-compiled.
+The tests share the small problem of ``_training.py`` (fixtures ``problem32`` and ``sgd32``) and its
+optimizers, so that most fits reuse a program another test compiled. The ensemble's tests are in
+``test_ensemble.py``, evaluate's in ``test_evaluation.py``, the host loop's (calls, callback, checkpoints,
+resume) in ``test_loop.py``, and the compile counts in ``test_perf.py``.
 """
-
-import functools
-import gc
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _training import (
+    ACTIVATION,
+    ADAM,
+    BATCH,
+    DIVERGING,
+    EPOCHS,
+    LOSS,
+    SEED,
+    SGD,
+    TOL,
+    N,
+    Unhashable,
+    make_problem,
+    run,
+)
 from _trees import assert_trees_equal, max_rel
 
-from jaxmlp import (
-    TrainingDiverged,
-    backward,
-    datasets,
-    evaluate,
-    evaluation,
-    fit,
-    fit_ensemble,
-    forward,
-    init_mlp,
-    loss_fn,
-    optim,
-    train,
-)
+from jaxmlp import TrainingDiverged, backward, datasets, evaluate, fit, forward, init_mlp, loss_fn, optim
 from jaxmlp.shuffle import permutation
-
-# The shared small problem: N examples, widths SIZES, a tanh MLP regressed with MSE.
-N, SIZES, ACTIVATION, LOSS = 10, (3, 5, 1), "tanh", "mse"
-BATCH, EPOCHS, SEED = 4, 3, 7
-
-# Module-level optimizers: the compiled program is cached on the optimizer *object*.
-SGD = optim.sgd(0.1)
-ADAM = optim.adam(1e-2)
-DIVERGING = optim.sgd(1e3)  # on the shared problem: finite for a few epochs (first_non_finite_epoch), then not
-
-# Relative tolerance of a comparison to rounding: max |a - b| / max |b|, per leaf.
-TOL = {jnp.float64: 1e-10, jnp.float32: 1e-5}
-
-
-def make_problem(dtype=jnp.float32, n=N, sizes=SIZES, seed=0):
-    """``(params, x, y)``: Xavier-initialized params and standard-normal data (create under x64 for float64)."""
-    rng = np.random.default_rng(seed)
-    x = jnp.asarray(rng.standard_normal((n, sizes[0])), dtype)
-    y = jnp.asarray(rng.standard_normal((n, sizes[-1])), dtype)
-    return init_mlp(jax.random.key(seed), sizes, init="xavier", dtype=dtype), x, y
-
-
-def run(params, x, y, **overrides):
-    """``fit`` on the shared configuration (minibatch SGD, 3 epochs), with ``overrides``."""
-    kw = dict(optimizer=SGD, loss=LOSS, activation=ACTIVATION, epochs=EPOCHS, batch_size=BATCH,
-              key=jax.random.key(SEED))
-    return fit(params, x, y, **{**kw, **overrides})
 
 
 @jax.jit
@@ -98,17 +70,6 @@ def first_non_finite_epoch(params, x, y, *, lr, epochs):
         if not (finite and all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(trained))):
             return epoch
     return None
-
-
-@pytest.fixture(scope="module")
-def problem32():
-    return make_problem(jnp.float32)
-
-
-@pytest.fixture(scope="module")
-def sgd32(problem32):
-    """The shared float32 run: minibatch SGD, manual gradients, key SEED."""
-    return run(*problem32)
 
 
 # --- fit against reference loops ------------------------------------------------------------------------
@@ -181,38 +142,21 @@ def test_optax_optimizer_trains_like_jaxmlp_optim(x64):
 
 
 def test_unhashable_optimizer_still_trains(problem32, sgd32):
-    """An optimizer that cannot be a static jit argument gets its own, uncached, program."""
-
-    class Unhashable:
-        __hash__ = None
-
-        def __init__(self, inner):
-            self.init, self.update = inner.init, inner.update
-
-    gc.collect()
-    before = train._compiled_epochs._cache_size()
+    """An optimizer that cannot be a static jit argument still trains, as the hashable one does (that it gets
+    its own, uncached, program is test_perf.py's)."""
     trained, _ = run(*problem32, optimizer=Unhashable(SGD))
-    assert train._compiled_epochs._cache_size() == before
     assert max_rel(trained, sgd32[0]) < 1e-6
 
 
-# --- compilation ----------------------------------------------------------------------------------------
-
-
-def test_one_program_per_configuration_and_no_recompile(problem32):
-    """A new configuration adds one compiled program (all epochs, all steps); repeating it adds none."""
-    params, x, y = problem32
-    # A fresh object (optim.sgd is memoized): a configuration compiled nowhere else.
-    optimizer = optim.GradientTransformation(SGD.init, lambda grads, state, params=None: SGD.update(grads, state))
-    gc.collect()  # entries of garbage optimizers must not vanish mid-test
-    before = train._compiled_epochs._cache_size()
-    run(params, x, y, optimizer=optimizer)
-    assert train._compiled_epochs._cache_size() == before + 1
-    # Same shapes, configuration and optimizer object; other values (params, data, key).
-    shifted = jax.tree.map(lambda p: p + 1, params)
-    run(shifted, x + 1, y, optimizer=optimizer, key=jax.random.key(SEED + 1))
-    run(params, x, y, optimizer=optimizer)
-    assert train._compiled_epochs._cache_size() == before + 1
+def test_adamw_and_a_schedule_train_as_optax_does(x64):
+    """jaxmlp's AdamW (Nesterov) with an optax schedule inside fit: optax's AdamW's parameters."""
+    params, x, y = make_problem(jnp.float64, n=16)
+    schedule = optax.cosine_decay_schedule(1e-2, 12)  # 3 epochs of 4 steps
+    trained, history = run(params, x, y, optimizer=optim.adamw(schedule, weight_decay=0.1, nesterov=True))
+    expected, _ = run(params, x, y, optimizer=optax.adamw(schedule, weight_decay=0.1, nesterov=True))
+    assert history["loss"].shape == (EPOCHS,)
+    assert max_rel(trained, expected) <= 1e-12
+    assert max_rel(trained, params) > 1e-3  # it trained
 
 
 # --- divergence -----------------------------------------------------------------------------------------
@@ -335,51 +279,12 @@ def test_minibatch_metrics_still_detect_divergence(problem32):
     assert np.isfinite(caught.value.history["loss"][:-1]).all() and not np.isfinite(caught.value.history["loss"][-1])
 
 
-def test_ensemble_minibatch_metrics_equal_fit_alone():
-    K = len(LEARNING_RATES)
-    params, x, y = make_problem(jnp.float32)
-    stack = jax.vmap(lambda k: init_mlp(k, SIZES, init="xavier"))(jax.random.split(jax.random.key(1), K))
-    _, history = fit_ensemble(stack, x, y, learning_rates=LEARNING_RATES, loss=LOSS, activation=ACTIVATION,
-                              epochs=EPOCHS, batch_size=BATCH, key=jax.random.key(SEED), metrics="minibatch")
-    assert history["loss"].shape == (EPOCHS, K)
-    for i, optimizer in enumerate(ENSEMBLE_OPTIMIZERS):
-        _, alone = run(model(stack, i), x, y, optimizer=optimizer, metrics="minibatch")
-        np.testing.assert_allclose(history["loss"][:, i], alone["loss"], rtol=TOL[jnp.float32])
-
-
 def test_minibatch_metrics_full_batch_is_the_loss_before_each_step(x64):
     params, x, y = make_problem(jnp.float64)
     trained, history = run(params, x, y, batch_size=None, epochs=2, metrics="minibatch")
     after_one, _ = run(params, x, y, batch_size=None, epochs=1)
     expected = [loss_fn(p, x, y, loss=LOSS, activation=ACTIVATION) for p in (params, after_one)]
     np.testing.assert_allclose(history["loss"], expected, rtol=1e-12)
-
-
-@pytest.mark.parametrize("ensemble", [False, True], ids=["fit", "fit_ensemble"])
-def test_chunked_evaluation_inside_fit_equals_one_chunk(ensemble, monkeypatch, problem32, sgd32):
-    """The per-epoch evaluation in chunks of 3 (N = 10: three chunks and a remainder of 1, under the
-    epochs' scan, and vmapped for an ensemble) gives the metrics of one chunk (the shared runs)."""
-    params, x, y = problem32
-    if ensemble:  # the one-chunk run first: run_ensemble is cached, and must not cache a chunked one
-        stack, _, one_chunk = run_ensemble(jnp.float32, LEARNING_RATES)
-    else:
-        one_chunk = sgd32[1]
-    monkeypatch.setattr(evaluation, "CHUNK_BUDGET", 1)
-    monkeypatch.setattr(evaluation, "MIN_CHUNK", 3)
-    assert evaluation.chunk_size(params) == 3
-    if ensemble:
-        chunked = fit_ensemble(stack, x, y, learning_rates=LEARNING_RATES, loss=LOSS, activation=ACTIVATION,
-                               epochs=EPOCHS, batch_size=BATCH, key=jax.random.key(SEED))[1]
-    else:
-        chunked = run(params, x, y)[1]
-    np.testing.assert_allclose(chunked["loss"], one_chunk["loss"], rtol=1e-6)
-
-
-def test_fit_ensemble_rejects_a_bad_metrics_value(problem32):
-    params, x, y = problem32
-    stack = jax.tree.map(lambda leaf: leaf[None], params)
-    with pytest.raises(ValueError, match="metrics must be one of"):
-        fit_ensemble(stack, x, y, learning_rates=(0.1,), loss=LOSS, metrics="batch")
 
 
 # --- input checks ---------------------------------------------------------------------------------------
@@ -405,96 +310,17 @@ def test_fit_rejects_bad_arguments(overrides, match, problem32):
         run(*problem32, **overrides)
 
 
-# --- fit_ensemble ---------------------------------------------------------------------------------------
-
-LEARNING_RATES = (1e-2, 3e-2)
-ENSEMBLE_OPTIMIZERS = tuple(optim.adam(lr) for lr in LEARNING_RATES)
-
-
-def model(stack, i):
-    return jax.tree.map(lambda leaf: leaf[i], stack)
-
-
-@functools.cache
-def run_ensemble(dtype, learning_rates):
-    """``(stack, trained, history)``: K = 2 models on the shared problem, configured as :func:`run`
-    (cached: several tests compare against the same run)."""
-    _, x, y = make_problem(dtype)
-    stack = jax.vmap(lambda k: init_mlp(k, SIZES, init="xavier", dtype=dtype))(jax.random.split(jax.random.key(1), 2))
-    trained, history = fit_ensemble(stack, x, y, learning_rates=learning_rates, loss=LOSS, activation=ACTIVATION,
-                                    epochs=EPOCHS, batch_size=BATCH, key=jax.random.key(SEED))
-    return stack, trained, history
-
-
-def test_ensemble_model_equals_fit_alone(float_dtype):
-    K = len(LEARNING_RATES)
-    _, x, y = make_problem(float_dtype)
-    stack, trained, history = run_ensemble(float_dtype, LEARNING_RATES)
-    assert history["loss"].shape == (EPOCHS, K)
-    np.testing.assert_array_equal(history["diverged"], np.zeros(K, bool))
-    for i, optimizer in enumerate(ENSEMBLE_OPTIMIZERS):
-        alone, alone_history = run(model(stack, i), x, y, optimizer=optimizer)
-        model_i = model(trained, i)
-        assert jax.tree.map(lambda a: a.dtype, model_i) == jax.tree.map(lambda a: a.dtype, alone)
-        # To rounding, not bitwise: under vmap XLA may order some sums differently.
-        assert max_rel(model_i, alone) < TOL[float_dtype], f"model {i}"
-        np.testing.assert_allclose(history["loss"][:, i], alone_history["loss"], rtol=TOL[float_dtype])
-
-
-def test_ensemble_model_that_diverges_does_not_stop_the_others():
-    """Adam steps of 1e30 overflow the loss in epoch 1: that model keeps its initial parameters."""
-    stack, trained, history = run_ensemble(jnp.float32, (LEARNING_RATES[0], 1e30))  # no new compile
-    np.testing.assert_array_equal(history["diverged"], [False, True])
-    assert not np.isfinite(history["loss"][:, 1]).any()
-    assert_trees_equal(model(trained, 1), model(stack, 1))
-    _, healthy, healthy_history = run_ensemble(jnp.float32, LEARNING_RATES)
-    assert_trees_equal(model(trained, 0), model(healthy, 0))
-    np.testing.assert_array_equal(history["loss"][:, 0], healthy_history["loss"][:, 0])
-
-
-@pytest.mark.parametrize("learning_rates", [(1e-2,), (1e-2, 2e-2, 3e-2), 1e-2, ((1e-2,), (2e-2,))],
-                         ids=["too-few", "too-many", "scalar", "column"])
-def test_ensemble_rejects_learning_rates_of_the_wrong_shape(learning_rates, problem32):
-    _, x, y = problem32
-    stack = jax.vmap(lambda k: init_mlp(k, SIZES))(jax.random.split(jax.random.key(1), 2))
-    with pytest.raises(ValueError, match=r"learning_rates must have shape \(K,\) = \(2,\)"):
-        fit_ensemble(stack, x, y, learning_rates=learning_rates, loss=LOSS)
-
-
-# --- evaluate -------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("loss, target", [("mse", "float"), ("bce", "binary"), ("ce", "int"), ("ce", "one-hot")])
-def test_evaluate_loss_and_accuracy(loss, target):
-    rng = np.random.default_rng(3)
-    n_out = 3 if loss == "ce" else 1
-    params = init_mlp(jax.random.key(3), [4, 6, n_out])
-    x = jnp.asarray(rng.standard_normal((50, 4)), jnp.float32)
-    labels = rng.integers(0, n_out if loss == "ce" else 2, size=50)
-    y = {"float": jnp.asarray(rng.standard_normal((50, 1)), jnp.float32),
-         "binary": jnp.asarray(labels[:, None], jnp.float32),
-         "int": jnp.asarray(labels, jnp.int32),
-         "one-hot": jax.nn.one_hot(labels, n_out)}[target]
-    # Jitted together: eager op-by-op dispatch would compile every primitive of each case on its own.
-    metrics, out = jax.jit(lambda p, x, y: (evaluate(p, x, y, loss=loss), forward(p, x)))(params, x, y)
-    out = np.asarray(out, np.float64)  # logits: the natural output pairs are monotone
-    # The loss from the logits by the textbook formulas, written out here (not through jaxmlp.losses).
-    if loss == "mse":
-        expected_loss = np.mean((out - np.asarray(y)) ** 2)
-    elif loss == "bce":
-        p = 1 / (1 + np.exp(-out[:, 0]))
-        expected_loss = -np.mean(labels * np.log(p) + (1 - labels) * np.log1p(-p))
-    else:
-        log_softmax = out - out.max(axis=1, keepdims=True)
-        log_softmax -= np.log(np.exp(log_softmax).sum(axis=1, keepdims=True))
-        expected_loss = -np.mean(log_softmax[np.arange(50), labels])
-    np.testing.assert_allclose(metrics["loss"], expected_loss, rtol=1e-5)
-    if loss == "mse":
-        assert set(metrics) == {"loss"}
-        return
-    predicted = out[:, 0] > 0 if loss == "bce" else out.argmax(axis=1)
-    assert 0 < float(metrics["accuracy"]) < 1  # a random net on random labels: some right, some wrong
-    np.testing.assert_allclose(metrics["accuracy"], np.mean(predicted == labels), rtol=1e-6)
+@pytest.mark.parametrize("kw, error, match", [
+    (dict(optimizer="adam"), TypeError, "optimizer must be a GradientTransformation"),
+    (dict(epochs_per_call=-1), ValueError, "epochs_per_call must be None or a positive int"),
+    (dict(checkpoint_every=0, checkpoint_dir="unused"), ValueError, "checkpoint_every must be None or a positive"),
+    (dict(checkpoint_dir="unused"), ValueError, "needs checkpoint_every"),
+], ids=["optimizer-name", "epochs_per_call", "checkpoint_every", "dir-without-every"])
+def test_fit_rejects_bad_options_before_compiling(kw, error, match):
+    params = init_mlp(jax.random.key(0), [3, 4, 1])
+    x, y = jnp.ones((8, 3)), jnp.ones((8, 1))
+    with pytest.raises(error, match=match):
+        fit(params, x, y, **{"optimizer": optim.sgd(0.1), "loss": "mse", **kw})
 
 
 # --- acceptance on real data ----------------------------------------------------------------------------
@@ -577,178 +403,3 @@ def test_manual_and_autodiff_training_agree_on_xor_in_float64(x64):
     assert max_rel(manual, autodiff) < 1e-10
     np.testing.assert_allclose(manual_history["loss"], autodiff_history["loss"], rtol=1e-10)
     assert manual_history["accuracy"][-1] == 1.0
-
-
-@pytest.mark.parametrize("n", [1000, 512, 100], ids=["remainder", "exact-chunks", "under-one-chunk"])
-@pytest.mark.parametrize("loss", ["ce", "mse"])
-def test_chunked_epoch_evaluation_equals_evaluate(x64, n, loss):
-    """fit's per-epoch metrics may be evaluated in chunks (here of 256); the recombined means are exact."""
-    from jaxmlp.evaluation import evaluate_in_chunks
-
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((n, 4)))
-    y = jnp.asarray(rng.integers(0, 3, n), jnp.int32) if loss == "ce" else jnp.asarray(rng.standard_normal((n, 3)))
-    params = init_mlp(jax.random.key(0), [4, 6, 3], dtype=jnp.float64)
-    whole = evaluate(params, x, y, loss=loss, activation="tanh")
-    chunked = evaluate_in_chunks(params, x, y, 256, loss=loss, activation="tanh")
-    assert set(chunked) == set(whole)
-    for k in whole:
-        np.testing.assert_allclose(chunked[k], whole[k], rtol=1e-12)
-
-
-@pytest.mark.parametrize("kw, error, match", [
-    (dict(optimizer="adam"), TypeError, "optimizer must be a GradientTransformation"),
-    (dict(epochs_per_call=-1), ValueError, "epochs_per_call must be None or a positive int"),
-    (dict(checkpoint_every=0, checkpoint_dir="unused"), ValueError, "checkpoint_every must be None or a positive"),
-    (dict(checkpoint_dir="unused"), ValueError, "needs checkpoint_every"),
-], ids=["optimizer-name", "epochs_per_call", "checkpoint_every", "dir-without-every"])
-def test_fit_rejects_bad_options_before_compiling(kw, error, match):
-    params = init_mlp(jax.random.key(0), [3, 4, 1])
-    x, y = jnp.ones((8, 3)), jnp.ones((8, 1))
-    with pytest.raises(error, match=match):
-        fit(params, x, y, **{"optimizer": optim.sgd(0.1), "loss": "mse", **kw})
-
-
-def test_fit_ensemble_rejects_an_unstacked_params():
-    params = init_mlp(jax.random.key(0), [3, 3, 3])  # leaves share a leading size 3 = K by accident
-    x, y = jnp.ones((8, 3)), jnp.ones((8, 3))
-    with pytest.raises(ValueError, match="params_stack must be Layers stacked"):
-        fit_ensemble(params, x, y, learning_rates=jnp.ones(3), loss="mse")
-
-
-# --- checkpoints: non-dividing checkpoint_every, the callback, mismatches, keep, a mesh -------------------------
-
-
-class Interrupt:
-    """A callback that records ``(epoch, metrics)`` and raises KeyboardInterrupt once, after epoch ``at``."""
-
-    def __init__(self, at=None):
-        self.at, self.calls = at, []
-
-    def __call__(self, epoch, metrics):
-        self.calls.append((epoch, metrics))
-        if epoch == self.at and [e for e, _ in self.calls].count(epoch) == 1:
-            raise KeyboardInterrupt
-
-
-def test_checkpoint_every_that_does_not_divide_epochs(problem32, tmp_path):
-    """epochs=5, checkpoint_every=2: calls end at 2, 4 and 5, a checkpoint after each (the last two kept);
-    interrupted after 2 and resumed, the run is bit-identical to the uninterrupted one, history included;
-    each callback gets the metrics of its call's last epoch."""
-    from jaxmlp import checkpoint
-
-    kw = dict(optimizer=ADAM, epochs=5, checkpoint_every=2)
-    interrupt, watch = Interrupt(at=2), Interrupt()
-    with pytest.raises(KeyboardInterrupt):
-        run(*problem32, checkpoint_dir=tmp_path / "a", callback=interrupt, **kw)
-    resumed, resumed_history = run(*problem32, checkpoint_dir=tmp_path / "a", callback=interrupt, **kw)
-    whole, history = run(*problem32, checkpoint_dir=tmp_path / "b", callback=watch, **kw)
-    assert checkpoint.steps(tmp_path / "a") == checkpoint.steps(tmp_path / "b") == [4, 5]
-    assert_trees_equal(resumed, whole)
-    np.testing.assert_array_equal(resumed_history["loss"], history["loss"])
-    np.testing.assert_array_equal(resumed_history["epoch"], np.arange(1, 6))
-    assert [e for e, _ in interrupt.calls] == [e for e, _ in watch.calls] == [2, 4, 5]
-    for epoch, metrics in watch.calls:
-        assert metrics == {"loss": float(history["loss"][epoch - 1])}
-    # A rerun of the finished run has nothing left to train: the last checkpoint is epoch 5's.
-    again, again_history = run(*problem32, checkpoint_dir=tmp_path / "b", **kw)
-    assert_trees_equal(again, whole)
-    np.testing.assert_array_equal(again_history["loss"], history["loss"])
-
-
-@pytest.mark.parametrize("change, match", [
-    (dict(optimizer=SGD), r"optimizer state: the checkpoint holds a AdamState .* this run a EmptyState"),
-    (dict(sizes=(3, 6, 1)), r"params: \[0\]\.W is \(5, 3\) float32 in the checkpoint but \(6, 3\) float32 in this run"),
-], ids=["another-optimizer", "another-architecture"])
-def test_resume_refuses_another_run_saying_what_differs(change, match, problem32, tmp_path):
-    params, x, y = problem32
-    run(params, x, y, optimizer=ADAM, epochs=2, checkpoint_dir=tmp_path, checkpoint_every=2)
-    if "sizes" in change:
-        params = init_mlp(jax.random.key(0), change["sizes"], init="xavier")
-    with pytest.raises(ValueError, match=match) as caught:
-        run(params, x, y, optimizer=change.get("optimizer", ADAM), epochs=4, checkpoint_dir=tmp_path,
-            checkpoint_every=2)
-    assert f"clear {str(tmp_path)!r}" in str(caught.value)
-
-
-def test_resume_refuses_a_checkpoint_past_epochs(problem32, tmp_path):
-    """Asking for fewer epochs than the directory already holds would hand back the later parameters
-    with a history longer than asked for."""
-    run(*problem32, optimizer=ADAM, epochs=2, checkpoint_dir=tmp_path, checkpoint_every=2)
-    with pytest.raises(ValueError, match=r"checkpoint of epoch 2, past epochs=1: pass epochs >= 2"):
-        run(*problem32, optimizer=ADAM, epochs=1, checkpoint_dir=tmp_path, checkpoint_every=1)
-
-
-def test_checkpoint_save_refuses_keep_0_and_writes_nothing(tmp_path):
-    from jaxmlp import checkpoint
-
-    with pytest.raises(ValueError, match="keep must be >= 1"):
-        checkpoint.save(tmp_path / "ckpt", 1, (jnp.ones(3),), keep=0)
-    assert not (tmp_path / "ckpt").exists()
-
-
-MESH_RESUME = """
-import sys
-import jax, jax.numpy as jnp, numpy as np
-from jax.sharding import Mesh
-import chex
-import jaxmlp
-from jaxmlp import fit, init_mlp, optim
-
-jax.config.update("jax_numpy_rank_promotion", "raise")
-x = jax.random.normal(jax.random.key(1), (32, 4))
-y = jax.random.normal(jax.random.key(2), (32, 1))
-params = init_mlp(jax.random.key(0), [4, 8, 1])
-mesh = Mesh(np.array(jax.devices()[:4]), ("data",))
-kw = dict(optimizer=optim.adam(1e-2), loss="mse", epochs=4, batch_size=8, key=jax.random.key(3), mesh=mesh,
-          checkpoint_every=2)
-
-def interrupt(epoch, metrics):
-    if epoch == 2:
-        raise KeyboardInterrupt
-
-try:
-    fit(params, x, y, checkpoint_dir=sys.argv[1] + "/a", callback=interrupt, **kw)
-except KeyboardInterrupt:
-    pass
-resumed, resumed_history = fit(params, x, y, checkpoint_dir=sys.argv[1] + "/a", **kw)
-whole, history = fit(params, x, y, checkpoint_dir=sys.argv[1] + "/b", **kw)
-chex.assert_trees_all_equal(resumed, whole, strict=True)
-np.testing.assert_array_equal(resumed_history["loss"], history["loss"])
-assert all(leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 4
-           for leaf in jax.tree.leaves(resumed)), [leaf.sharding for leaf in jax.tree.leaves(resumed)]
-
-# fit_ensemble over a "model" axis: 4 models on 4 devices, per-model shuffles, a sweep of learning rates.
-stack = jax.vmap(lambda k: init_mlp(k, [4, 8, 1]))(jax.random.split(jax.random.key(5), 4))
-kw = dict(learning_rates=jnp.asarray([1e-3, 3e-3, 1e-2, 3e-2]), loss="mse", epochs=4, batch_size=8,
-          key=jax.random.key(3), shuffle="per_model", mesh=Mesh(np.array(jax.devices()[:4]), ("model",)),
-          checkpoint_every=2)
-try:
-    jaxmlp.fit_ensemble(stack, x, y, checkpoint_dir=sys.argv[1] + "/c", callback=interrupt, **kw)
-except KeyboardInterrupt:
-    pass
-resumed, resumed_history = jaxmlp.fit_ensemble(stack, x, y, checkpoint_dir=sys.argv[1] + "/c", **kw)
-whole, history = jaxmlp.fit_ensemble(stack, x, y, checkpoint_dir=sys.argv[1] + "/d", **kw)
-chex.assert_trees_all_equal(resumed, whole, strict=True)
-np.testing.assert_array_equal(resumed_history["loss"], history["loss"])
-assert all(not leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 4
-           for leaf in jax.tree.leaves(resumed)), [leaf.sharding for leaf in jax.tree.leaves(resumed)]
-print("ok")
-"""
-
-
-@pytest.mark.slow
-def test_resume_under_a_mesh_is_bit_identical(tmp_path):
-    """fit(mesh=) over a "data" axis and fit_ensemble(mesh=) over a "model" axis, 4 of 8 forced CPU devices (a
-    subprocess, as tests/test_sharding.py): interrupted after epoch 2 and resumed, each equals its
-    uninterrupted sharded run bit for bit and stays on the mesh."""
-    import os
-    import subprocess
-    import sys
-
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-    env = {**os.environ, "XLA_FLAGS": " ".join(flags + ["--xla_force_host_platform_device_count=8"]),
-           "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-c", MESH_RESUME, str(tmp_path)], env=env, capture_output=True,
-                            text=True, timeout=240)
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr[-4000:]

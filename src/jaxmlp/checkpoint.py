@@ -74,7 +74,10 @@ def save(directory, step: int, state, *, keep: int = 2, history=None) -> str:
             os.remove(tmp)
         raise
     for old in steps(directory)[:-keep]:  # steps() also removes dead writers' temporaries
-        os.remove(os.path.join(directory, _NAME.format(old)))
+        try:
+            os.remove(os.path.join(directory, _NAME.format(old)))
+        except FileNotFoundError:  # another writer of this directory removed it first
+            pass
     return final
 
 
