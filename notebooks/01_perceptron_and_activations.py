@@ -16,301 +16,920 @@
 # %% [markdown]
 # # 1. From the perceptron to the MLP
 #
-# A single neuron takes an input $x \in \mathbb{R}^{n}$, forms a weighted sum and squashes it:
+# This notebook covers sections 1–3 of the lesson (the perceptron, activation functions, the multi-layer
+# perceptron) and gives a first, short look at training, so that we can watch a network learn. Backpropagation,
+# the algorithm that computes the gradients used for training, is derived in notebook 2; here JAX computes
+# them for us.
 #
-# $$z = w^\top x + b, \qquad \hat y = \sigma(z).$$
+# Contents:
 #
-# In jaxmlp a network is a tuple of `Layer(W, b)` with `W` of shape `(n_out, n_in)`, so a neuron is the
-# one-layer network `sizes = [n_in, 1]`, and the same line is the forward pass of `jaxmlp.backprop`,
-# with $a[0] = x$:
+# 1. The neuron
+# 2. Why an activation: without one, depth collapses
+# 3. Activation functions, their derivatives and their ranges
+# 4. The multi-layer perceptron
+# 5. Vanishing gradients, measured
+# 6. Training, in brief
+# 7. XOR: one neuron fails, one hidden layer succeeds
+# 8. Watching a decision boundary form
+# 9. Dead ReLUs, counted
+# 10. What one hidden layer can do: universal approximation
+# 11. Takeaways
+# 12. Exercises, then their solutions
 #
-# $$z[l] = W[l]\, a[l-1] + b[l] \quad (F1), \qquad a[l] = \sigma(z[l]) \quad (F2).$$
+# Every number the text quotes is computed in a cell next to it and checked there by a short `assert`: if a change
+# made the text false, the notebook would stop with an error.
 #
-# This notebook draws the activations σ and their derivatives, shows that stacking layers *without*
-# an activation buys nothing, that one hidden layer *with* an activation solves XOR, which a single
-# neuron cannot, and what the universal approximation theorem does and does not promise.
-#
-# Every number the text quotes is checked by an `assert` on the numbers just computed: if a change
-# to the library made the text false, the notebook would stop with an error.
+# **JAX in one paragraph.** `jax.numpy` (imported as `jnp`) is NumPy's interface on arrays that JAX can
+# differentiate (`jax.grad`), compile (`jax.jit`) and vectorize (`jax.vmap`); each is introduced where it is
+# first used. JAX arrays are immutable, and randomness is explicit: a random function takes a *key*
+# (`jax.random.key(seed)`), and the same key always gives the same numbers. To draw independent numbers, split a
+# key into new ones, `jax.random.split(key, n)`, and use each once.
 
 # %%
 import math
+from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+from jax.scipy.special import erf
 
 import jaxmlp
-from jaxmlp import activations, datasets, optim
+from jaxmlp import datasets
 
-key = jax.random.key(0)
+FIGURES = Path("figures")
+FIGURES.mkdir(exist_ok=True)
 
-# %% [markdown]
-# ## The single neuron
-#
-# `init_mlp(key, [2, 1])` is one neuron with two inputs: `W` is `(1, 2)` (the row $w^\top$), `b` is `(1,)`.
-# With a sigmoid output, $\hat y = \sigma(w^\top x + b)$ is a probability, and the set $\hat y = \tfrac12$,
-# i.e. $w^\top x + b = 0$, is a straight line: the decision boundary of a perceptron is always a line
-# (a hyperplane in $n$ dimensions).
 
-# %%
-neuron = jaxmlp.init_mlp(key, [2, 1], init="xavier")
-(W, b), = neuron
-x = jnp.array([[1.0, 2.0], [-1.0, 0.5], [0.0, 0.0]])
+def show(fig, name):
+    """Save the figure under notebooks/figures/ and display it."""
+    fig.savefig(FIGURES / name, dpi=110, bbox_inches="tight")
+    plt.show()
 
-y_hat = jaxmlp.forward(neuron, x, output_activation="sigmoid")  # (F1)-(F2)
-by_hand = jax.nn.sigmoid(x @ W.T + b[None, :])                  # z = wᵀx + b, ŷ = σ(z), batch-first
-print("W =", W, " b =", b)
-print("ŷ =", y_hat.ravel(), " by hand:", by_hand.ravel())
-assert jnp.allclose(y_hat, by_hand, rtol=1e-6)
 
 # %% [markdown]
-# ## Activations and their derivatives
+# ## 1. The neuron
 #
-# Backpropagation (notebook 2) multiplies by σ'(z) once per layer, so every activation comes with its
-# derivative. jaxmlp writes each derivative by hand next to its function (`jaxmlp.activations`):
+# A neuron (the lesson's *perceptron*) takes an input vector $x \in \mathbb R^n$, forms a weighted sum plus a bias,
+# and passes it through an activation function σ:
 #
-# | | $\sigma(z)$ | $\sigma'(z)$ | |
-# |---|---|---|---|
-# | sigmoid | $1/(1+e^{-z})$ | $\sigma(z)(1-\sigma(z))$ | (A1) |
-# | tanh | $\tanh z$ | $1-\tanh^2 z$ | (A2) |
-# | ReLU | $\max(z, 0)$ | $1$ if $z>0$ else $0$ | (A3) |
-# | leaky ReLU | $z$ if $z \ge 0$ else $\alpha z$ | $1$ if $z \ge 0$ else $\alpha$ | (A4) |
-# | GELU | $z\,\Phi(z)$ | $\Phi(z) + z\,\varphi(z)$ | (A5) |
+# $$z = \sum_{i=1}^{n} w_i x_i + b = w^\top x + b \qquad (1)$$
 #
-# For GELU, $\Phi(z) = \tfrac12\left(1 + \operatorname{erf}(z/\sqrt2)\right)$ is the standard normal
-# cumulative distribution function and $\varphi(z) = e^{-z^2/2}/\sqrt{2\pi}$ its density
-# ($\Phi' = \varphi$, so $\sigma'$ is the product rule). Leaky ReLU's slope is $\alpha = 0.01$.
+# $$\hat y = \sigma(z) \qquad (2)$$
 #
-# Below, the solid line is σ, the dashed line the hand-written `activations.get(name).grad`, and the
-# dots are `jax.grad(σ)` evaluated point by point: they must lie on the dashed line. (Leaky ReLU's
-# α = 0.01 is hard to see; its left branch is nearly flat.)
+# The weights $w$ and the bias $b$ are the parameters that training adjusts. Here is one neuron with four
+# inputs and the sigmoid $\sigma(z) = 1/(1+e^{-z})$, computed both as the sum and as the dot product:
 
 # %%
-names = ["sigmoid", "tanh", "relu", "leaky_relu", "gelu"]
-z = jnp.linspace(-4.0, 4.0, 401)
-z_dots = jnp.linspace(-4.0, 4.0, 33)
+x = jnp.array([1.0, -2.0, 0.5, 3.0])
+w = jnp.array([0.5, -0.3, 0.8, 0.1])
+b = -0.2
 
-fig, axes = plt.subplots(1, len(names), figsize=(16, 3.4), sharex=True)
-for ax, name in zip(axes, names):
-    act = activations.get(name)
-    autodiff = jax.vmap(jax.grad(act.fn))(z)
-    gap = float(jnp.max(jnp.abs(act.grad(z) - autodiff)))
-    assert gap < 1e-6, (name, gap)  # the hand-written σ' is jax.grad's, to float32 rounding
-    ax.plot(z, act.fn(z), lw=2, label="σ(z)")
-    ax.plot(z, act.grad(z), "--", lw=2, label="σ'(z), by hand")
-    ax.plot(z_dots, jax.vmap(jax.grad(act.fn))(z_dots), "k.", ms=4, label="jax.grad(σ)")
-    ax.axhline(0, color="0.8", lw=0.8, zorder=0)
-    ax.set_title(f"{name}\nmax |by hand - jax.grad| = {gap:.1e}", fontsize=9)
-    ax.set_xlabel("z")
-axes[0].set_ylabel("σ(z) and σ'(z)")
+
+def sigmoid(z):
+    return 1 / (1 + jnp.exp(-z))
+
+
+z_sum = sum(w[i] * x[i] for i in range(4)) + b   # (1), term by term
+z = w @ x + b                                     # (1), as a dot product
+y_hat = sigmoid(z)                                # (2)
+print(f"z = {float(z_sum):.4f} (sum) = {float(z):.4f} (w @ x + b);  ŷ = σ(z) = {float(y_hat):.4f}")
+assert abs(float(z) - 1.6) < 1e-6
+
+# %% [markdown]
+# The same neuron as a diagram: each input arrives on an edge carrying its weight, the neuron sums them with the
+# bias, and σ turns the sum into the output.
+
+# %%
+def draw_neuron(x, w, b, z, y_hat):
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    ys = np.linspace(1.5, -1.5, len(x))
+    for i, (xi, wi, yi) in enumerate(zip(x, w, ys), start=1):
+        ax.add_patch(plt.Circle((0, yi), 0.32, fc="#dbe9f6", ec="k"))
+        ax.text(0, yi, f"$x_{i}$\n{float(xi):g}", ha="center", va="center", fontsize=9)
+        ax.annotate("", xy=(3.1, 0), xytext=(0.32, yi), arrowprops=dict(arrowstyle="->", color="0.3"))
+        ax.text(1.2, yi + (0 - yi) * 0.3 + 0.1, f"$w_{i}$ = {float(wi):g}", fontsize=9, color="C0")
+    ax.add_patch(plt.Circle((3.6, 0), 0.5, fc="#fde8c8", ec="k"))
+    ax.text(3.6, 0, f"Σ\nz = {float(z):.3g}", ha="center", va="center", fontsize=9)
+    ax.add_patch(plt.Circle((3.6, -1.9), 0.25, fc="white", ec="k"))
+    ax.text(3.6, -1.9, "1", ha="center", va="center", fontsize=9)
+    ax.annotate("", xy=(3.6, -0.5), xytext=(3.6, -1.65), arrowprops=dict(arrowstyle="->", color="0.3"))
+    ax.text(3.7, -1.15, f"b = {b:g}", fontsize=9, color="C0")
+    ax.add_patch(plt.Rectangle((5.0, -0.4), 0.9, 0.8, fc="#e3f2d9", ec="k"))
+    ax.text(5.45, 0, "σ", ha="center", va="center", fontsize=13)
+    ax.annotate("", xy=(5.0, 0), xytext=(4.1, 0), arrowprops=dict(arrowstyle="->", color="0.3"))
+    ax.annotate("", xy=(7.0, 0), xytext=(5.9, 0), arrowprops=dict(arrowstyle="->", color="0.3"))
+    ax.text(7.1, 0, f"ŷ = σ(z)\n= {float(y_hat):.3g}", va="center", fontsize=10)
+    ax.text(3.6, 0.75, "z = wᵀx + b   (1)", ha="center", fontsize=9)
+    ax.text(5.45, 0.6, "ŷ = σ(z)   (2)", ha="center", fontsize=9)
+    ax.set(xlim=(-0.6, 8.4), ylim=(-2.3, 2.0), aspect="equal")
+    ax.axis("off")
+    return fig
+
+
+show(draw_neuron(x, w, b, z, y_hat), "01_neuron.png")
+
+# %% [markdown]
+# With a sigmoid, $\hat y \in (0, 1)$ can be read as a probability, and the neuron predicts class 1 where
+# $\hat y > \tfrac12$, i.e. where $z > 0$. The *decision boundary* $w^\top x + b = 0$ is a straight line in two
+# dimensions (a hyperplane in $n$): whatever its weights, one neuron can only separate classes that a line
+# separates. Section 7 shows what that costs.
+#
+# ## 2. Why an activation: without one, depth collapses
+#
+# Stack two layers without an activation (σ the identity) and expand, as the lesson does:
+#
+# $$\hat y = W_2 (W_1 x + b_1) + b_2 = \underbrace{W_2 W_1}_{W'} x + \underbrace{W_2 b_1 + b_2}_{b'} \qquad (3)$$
+#
+# By induction, any number of linear layers is one affine map $W'x + b'$: linear regression. We check it on five
+# random layers of widths 2 → 16 → 16 → 16 → 16 → 3 (in NumPy: nothing here needs JAX). The `@` operator is the
+# matrix product; a batch of inputs is stored one example per row, `X` of shape `(B, n)`, so a layer computes
+# `X @ W.T + b` (the row vector `b[None, :]` is added to every row).
+
+# %%
+rng = np.random.default_rng(0)
+sizes = [2, 16, 16, 16, 16, 3]
+layers = [(rng.standard_normal((n_out, n_in)) / math.sqrt(n_in), rng.standard_normal(n_out))
+          for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+X = rng.standard_normal((1000, 2))
+
+A = X
+for W, b_l in layers:          # five linear layers, no activation
+    A = A @ W.T + b_l[None, :]
+W_one, b_one = np.eye(2), np.zeros(2)
+for W, b_l in layers:          # fold them into one, by (3): W' = W W_one, b' = W b_one + b
+    W_one, b_one = W @ W_one, W @ b_one + b_l
+collapse_gap = float(np.max(np.abs(A - (X @ W_one.T + b_one[None, :]))))
+print(f"five layers -> one W' of shape {W_one.shape}; max |deep(x) - (W'x + b')| over 1000 inputs = {collapse_gap:.1e}")
+assert collapse_gap < 1e-12
+
+# %% [markdown]
+# The two agree to rounding (NumPy computes in float64). A nonlinear σ between the layers is what stops the
+# collapse, and what lets a network bend its decision boundary.
+#
+# ## 3. Activation functions, their derivatives and their ranges
+#
+# Training needs the derivative σ' of every activation (notebook 2 shows that backpropagation multiplies by σ'(z)
+# once per layer). The lesson's three, and the two modern alternatives it names:
+#
+# | | $\sigma(z)$ | $\sigma'(z)$ | output range | |
+# |---|---|---|---|---|
+# | sigmoid | $\dfrac{1}{1+e^{-z}}$ | $\sigma(z)\,(1-\sigma(z))$ | $(0, 1)$ | (4) |
+# | tanh | $\dfrac{e^z - e^{-z}}{e^z + e^{-z}}$ | $1-\tanh^2 z$ | $(-1, 1)$, zero-centred | (5) |
+# | ReLU | $\max(0, z)$ | $1$ if $z>0$, $0$ if $z<0$ | $[0, \infty)$ | (6) |
+# | leaky ReLU | $z$ if $z \ge 0$, $\alpha z$ if $z<0$ ($\alpha = 0.01$) | exercise 1 | $(-\infty, \infty)$ | (7) |
+# | GELU | $z\,\Phi(z)$ | $\Phi(z) + z\,\varphi(z)$ | $[-0.17, \infty)$ | (8) |
+#
+# For GELU, $\Phi(z) = \tfrac12\big(1 + \operatorname{erf}(z/\sqrt2)\big)$ is the standard normal cumulative
+# distribution function and $\varphi(z) = e^{-z^2/2}/\sqrt{2\pi}$ its density; σ' is the product rule with
+# $\Phi' = \varphi$. ReLU has no derivative at $z = 0$ (a kink); code must pick a value there, and JAX picks 0.
+#
+# We write each function and derivative by hand, then check them against JAX's own (`jax.nn`) and against
+# automatic differentiation. `jax.grad(f)` is a new function that returns the derivative of a scalar function
+# `f`; `jax.vmap(g)` maps `g` over the leading axis of its input, so `jax.vmap(jax.grad(f))(zs)` is $f'$ at every
+# point of the array `zs`.
+
+# %%
+def normal_cdf(z):
+    return 0.5 * (1 + erf(z / math.sqrt(2)))
+
+
+activations = {  # name: (σ, σ' written by hand or None, jax.nn's σ)
+    "sigmoid": (sigmoid, lambda z: sigmoid(z) * (1 - sigmoid(z)), jax.nn.sigmoid),       # (4)
+    "tanh": (jnp.tanh, lambda z: 1 - jnp.tanh(z) ** 2, jnp.tanh),                        # (5)
+    "relu": (lambda z: jnp.where(z > 0, z, 0.0), lambda z: jnp.where(z > 0, 1.0, 0.0), jax.nn.relu),  # (6)
+    "leaky_relu": (lambda z: jnp.where(z >= 0, z, 0.01 * z), None, jax.nn.leaky_relu),  # (7)
+    "gelu": (lambda z: z * normal_cdf(z),                                               # (8)
+             lambda z: normal_cdf(z) + z * jnp.exp(-z ** 2 / 2) / math.sqrt(2 * math.pi),
+             partial(jax.nn.gelu, approximate=False)),
+}
+
+zs = jnp.linspace(-4.0, 4.0, 801)  # contains z = 0
+for name, (f, df, f_jax) in activations.items():
+    value_gap = float(jnp.max(jnp.abs(f(zs) - f_jax(zs))))
+    autodiff = jax.vmap(jax.grad(f_jax))(zs)
+    grad_gap = float(jnp.max(jnp.abs(df(zs) - autodiff))) if df else None
+    print(f"{name:>10}: max |σ - jax.nn| = {value_gap:.1e},  max |σ' by hand - jax.grad| = "
+          + (f"{grad_gap:.1e}" if df else "(exercise 1)"))
+    assert value_gap < 1e-6 and (df is None or grad_gap < 1e-6)
+
+# %% [markdown]
+# Both gaps are float32 rounding, for every z of the grid, the kink z = 0 included. The figure draws σ (solid), the
+# hand-written σ' (dashed; for leaky ReLU, whose σ' is exercise 1, `jax.grad`'s) and shades each function's output
+# range:
+
+# %%
+zs = jnp.linspace(-5.0, 5.0, 1001)
+ranges = {"sigmoid": (0, 1, "(0, 1)"), "tanh": (-1, 1, "(-1, 1)"), "relu": (0, None, "[0, ∞)"),
+          "leaky_relu": (None, None, "(-∞, ∞)"), "gelu": (-0.17, None, "[-0.17, ∞)")}
+fig, axes = plt.subplots(1, 5, figsize=(17, 3.6), sharex=True, sharey=True)
+for ax, (name, (f, df, f_jax)) in zip(axes, activations.items()):
+    lo, hi, range_text = ranges[name]
+    ax.axhspan(-2 if lo is None else lo, 5 if hi is None else hi, color="C2", alpha=0.1, label="output range")
+    ax.plot(zs, f(zs), lw=2, label="σ(z)")
+    ax.plot(zs, (df or jax.vmap(jax.grad(f_jax)))(zs), "--", lw=2, label="σ'(z)")
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.axvline(0, color="0.6", lw=0.8)
+    ax.set_title(f"{name}: range {range_text}", fontsize=10)
+    ax.set(xlabel="z", ylim=(-1.5, 3))
 axes[0].legend(fontsize=8, loc="upper left")
 fig.tight_layout()
-plt.show()
+show(fig, "01_activations.png")
 
 # %% [markdown]
-# Sigmoid and tanh saturate: for $|z| \gtrsim 4$ their derivative is almost 0. At the kink z = 0
-# jaxmlp follows `jax.nn`: relu'(0) = 0, leaky_relu'(0) = 1.
-#
-# ## Why ReLU is the usual default for hidden layers
-#
-# Notebook 2 derives that the error signal δ of layer $l$ is that of layer $l+1$ multiplied by
-# $W[l+1]^\top$ and by $\sigma'(z[l])$, once per layer. Over ten layers, ten factors σ' multiply:
-#
-# - sigmoid: $\sigma'(z) = \sigma(1-\sigma) \le \tfrac14$, so the ten factors shrink δ by at least
-#   $4^{10} \approx 10^6$: the lower layers of a deep sigmoid network barely learn (the vanishing gradient);
-# - tanh: $\sigma'(0) = 1$ but $\sigma' < 1$ everywhere else, and near 0 once the unit saturates;
-# - ReLU: $\sigma'(z) = 1$ exactly for every active unit ($z > 0$), however large $z$ is: the product of
-#   σ' along an active path is 1, and nothing saturates on the positive side.
-#
-# ReLU is also the cheapest activation (a comparison, no exponential), and with He initialization
-# (notebook 3) the signal keeps its variance through many layers. Its weakness is the other side: a unit
-# whose $z$ is negative for every input has σ' = 0 and receives no gradient at all (a "dead" unit).
-# Leaky ReLU and GELU keep a little slope there, at a small cost; that is why they exist.
+# The ranges, measured on $z \in [-10, 10]$: sigmoid stays in $(0, 1)$, tanh in $(-1, 1)$, ReLU is never
+# negative, and GELU dips to its minimum $\approx -0.17$ near $z \approx -0.75$. Sigmoid and tanh *saturate*: for
+# $|z| \gtrsim 4$ they are flat and their derivative is nearly 0. Sigmoid's derivative is at most $\tfrac14$
+# (at $z = 0$); tanh's is at most 1.
 
 # %%
-sigmoid, tanh, relu = (activations.get(n) for n in ("sigmoid", "tanh", "relu"))
-z = jnp.linspace(-10.0, 10.0, 20001)  # contains z = 0
-max_sigmoid_grad = float(jnp.max(sigmoid.grad(z)))
-print(f"max σ'(z) over z in [-10, 10]: sigmoid {max_sigmoid_grad:.4f}, tanh {float(jnp.max(tanh.grad(z))):.4f}; "
-      f"relu'(z) for z > 0: {np.unique(np.asarray(relu.grad(z[z > 0])))}")
-print(f"ten sigmoid layers shrink δ by at least 1 / {1 / max_sigmoid_grad ** 10:.2e}")
-assert abs(max_sigmoid_grad - 0.25) < 1e-6 and max_sigmoid_grad ** 10 < 1e-6
-assert bool(jnp.all(relu.grad(z[z > 0]) == 1.0)) and float(relu.grad(jnp.array(0.0))) == 0.0
-assert float(activations.get("leaky_relu").grad(jnp.array(0.0))) == 1.0
-print(f"at z = 4: sigmoid' = {float(sigmoid.grad(jnp.array(4.0))):.4f}, tanh' = {float(tanh.grad(jnp.array(4.0))):.4f}")
-assert float(sigmoid.grad(jnp.array(4.0))) < 0.02 and float(tanh.grad(jnp.array(4.0))) < 0.002  # saturated
+zs = jnp.linspace(-10.0, 10.0, 20001)
+sig, dsig = activations["sigmoid"][:2]
+gelu = activations["gelu"][0]
+print(f"sigmoid in [{float(sig(zs).min()):.2e}, {float(sig(zs).max()):.6f}], "
+      f"tanh in [{float(jnp.tanh(zs).min()):.6f}, {float(jnp.tanh(zs).max()):.6f}], "
+      f"min GELU = {float(gelu(zs).min()):.4f} at z = {float(zs[gelu(zs).argmin()]):.2f}")
+print(f"max σ' : sigmoid {float(dsig(zs).max()):.4f}, tanh {float(activations['tanh'][1](zs).max()):.4f};"
+      f"  at z = 4: sigmoid' = {float(dsig(4.0)):.4f}, tanh' = {float(activations['tanh'][1](4.0)):.4f}")
+assert abs(float(dsig(zs).max()) - 0.25) < 1e-6 and abs(float(gelu(zs).min()) + 0.17) < 0.005
+assert float(dsig(4.0)) < 0.02 and float(activations["tanh"][1](4.0)) < 0.002
 
 # %% [markdown]
-# ## Without an activation, depth collapses
+# ### Zero-centred outputs: tanh against sigmoid
 #
-# With σ the identity, the layers compose into one affine map:
-#
-# $$a[L] = W[L](\cdots(W[1]x + b[1])\cdots) + b[L] = W x + b, \qquad W = W[L]\cdots W[1].$$
-#
-# `jaxmlp.collapse_linear(params)` computes that single `Layer(W, b)`. A five-layer identity network and
-# its collapse give the same outputs, to float32 rounding (below $10^{-5}$ here): however deep, it is
-# linear regression.
+# For pre-activations spread symmetrically around 0, tanh's outputs average about 0, sigmoid's about ½, ReLU's
+# are all ≥ 0. Why it matters: a weight $W_{jk}$ of the next layer multiplies the activity $a_k$, so (by the chain
+# rule, derived in notebook 2) its gradient for one example is $\partial L/\partial W_{jk} = \delta_j\, a_k$, with
+# $\delta_j = \partial L / \partial z_j$ the same for the whole row $j$. If every $a_k > 0$ (sigmoid), every
+# weight in row $j$ gets a gradient of the *same sign*: one example can only push them all up or all down together,
+# and descent zig-zags. Below, 16 inputs $z \sim \mathcal N(0, 1)$ feed one more layer of 8 units; we take
+# `jax.grad` of a squared error with respect to its weights and count the rows whose 16 gradient entries all have
+# one sign.
 
 # %%
-deep = jaxmlp.init_mlp(key, [2, 16, 16, 16, 16, 3], init="xavier")
-x = jax.random.normal(jax.random.key(1), (1000, 2))
-
-deep_out = jaxmlp.forward(deep, x, activation="identity", output_activation="identity")
-one = jaxmlp.collapse_linear(deep)
-one_out = x @ one.W.T + one.b[None, :]
-collapse_gap = float(jnp.max(jnp.abs(deep_out - one_out)))
-
-print("layers:", [l.W.shape for l in deep], "-> one layer W", one.W.shape, "b", one.b.shape)
-print(f"max |deep(x) - (W x + b)| over {len(x)} inputs = {collapse_gap:.2e}")
-assert collapse_gap < 1e-5
+k1, k2, k3 = jax.random.split(jax.random.key(2), 3)
+z_in = jax.random.normal(k1, (10_000,))
+W_next = jax.random.normal(k2, (8, 16)) / 4
+target = jax.random.normal(k3, (8,))
+fig, axes = plt.subplots(1, 4, figsize=(16, 3.2), gridspec_kw=dict(width_ratios=[1.4, 1, 1, 1]))
+same_sign = {}
+for name, color in (("sigmoid", "C0"), ("tanh", "C1"), ("relu", "C2")):
+    f = activations[name][0]
+    axes[0].hist(np.asarray(f(z_in)), bins=80, range=(-1, 3), density=True, alpha=0.5, color=color,
+                 label=f"{name}: mean {float(f(z_in).mean()):.2f}")
+    a = f(z_in[:16])                                       # one example's 16 activities
+    g = jax.grad(lambda W: jnp.sum((W @ a - target) ** 2))(W_next)
+    same_sign[name] = int(jnp.sum(jnp.all(g >= 0, axis=1) | jnp.all(g <= 0, axis=1)))
+    if name != "relu":
+        ax = axes[2 if name == "sigmoid" else 3]
+        ax.imshow(np.sign(np.asarray(g)), cmap="coolwarm", vmin=-1, vmax=1)
+        ax.set(title=f"{name}: sign of ∂L/∂W (8×16)\n{same_sign[name]} of 8 rows of one sign", xlabel="k", ylabel="j")
+axes[0].set(xlabel="a = σ(z), z ~ N(0, 1)", ylabel="density", title="activations (ReLU: half at 0)", ylim=(0, 4))
+axes[0].legend(fontsize=8)
+axes[1].axis("off")
+axes[1].text(0, 0.5, "red: ∂L/∂W_jk > 0\nblue: ∂L/∂W_jk < 0\n\n∂L/∂W_jk = δ_j a_k:\nsigmoid's a_k > 0,\n"
+             "so row j has\nthe sign of δ_j", va="center", fontsize=10)
+fig.tight_layout()
+show(fig, "01_zero_centring.png")
+print("rows of one sign (of 8):", same_sign)
+assert abs(float(jnp.tanh(z_in).mean())) < 0.02 and abs(float(sigmoid(z_in).mean()) - 0.5) < 0.01
+assert same_sign["sigmoid"] == same_sign["relu"] == 8 and same_sign["tanh"] < 8
 
 # %% [markdown]
-# ## XOR: one neuron fails, one hidden layer succeeds
+# ReLU's activities are ≥ 0 too, so its rows are of one sign as well (with zeros where $a_k = 0$).
+# This is one reason tanh was preferred over sigmoid for hidden layers before ReLU; the next sections show the
+# stronger one, the size of σ'.
 #
-# `datasets.load("xor")` fills the four quadrants; $y = 1$ where $x_1 x_2 > 0$. No line separates
-# the two classes, so the perceptron `[2, 1]` can at best get three quadrants right (75 %). Trained
-# on the cross-entropy it does worse still: the data are symmetric, so the line that minimizes the loss
-# is the one that commits to nothing, ŷ ≈ ½ everywhere (loss ≈ ln 2 ≈ 0.693, accuracy near chance).
-# The MLP `[2, 8, 1]` with tanh hidden units bends the boundary.
+# ## 4. The multi-layer perceptron
 #
-# **Training, in brief** (notebook 4 treats it in full). Both networks minimize the *binary
-# cross-entropy* of the $n$ training examples, with $\hat y_i = \sigma(z[L]_i)$ the sigmoid output:
+# An MLP stacks layers of neurons; every neuron of layer $l$ receives every output of layer $l-1$. With
+# $a[0] = x$ and layers $l = 1, \dots, L$:
 #
-# $$L = -\frac1n \sum_{i=1}^{n} \left[ y_i \log \hat y_i + (1 - y_i) \log (1 - \hat y_i) \right] \quad (L2)$$
+# $$z[l] = W[l]\, a[l-1] + b[l] \qquad (9)$$
 #
-# (jaxmlp computes it from the logit $z$ as $\frac1n\sum_i [\operatorname{softplus}(z_i) - y_i z_i]$, the same
-# number without overflow, (L4)). An *optimizer* repeatedly moves the parameters θ against the gradient
-# $g = \partial L / \partial \theta$ that backpropagation computes. The simplest, gradient descent, takes
-# $\theta \leftarrow \theta - \eta\, g$, where **η is the learning rate** (the step size). Here we use
-# **Adam**, which divides each coordinate's step by a running root mean square of its past gradients, so
-# that every parameter moves by about η per step whatever the scale of its gradient (its equations and its
-# defaults, η = 1e-3, β₁ = 0.9, β₂ = 0.999, ε = 1e-8, are in notebook 4); η = 0.05 here. An **epoch** is one
-# pass over the training set. `jaxmlp.fit` without a `batch_size` is *full batch*: each epoch is one
-# step on the gradient of all $n$ examples (with `batch_size=32`, as in notebook 3, an epoch is instead a
-# pass over shuffled *minibatches* of 32 examples, one step per minibatch). 300 epochs here are 300 steps.
-# The backward pass is jaxmlp's hand-written one (hidden activation tanh; the perceptron has no hidden
-# layer, so only its sigmoid output is used).
+# $$a[l] = \sigma(z[l]) \qquad (10)$$
+#
+# $W[l]$ has shape $(n_l, n_{l-1})$: row $j$ holds the weights of neuron $j$ of layer $l$, which is the neuron of
+# (1)–(2). The output layer $L$ uses an activation suited to the task (sigmoid for a probability, none for
+# regression). The lesson's network, `[5, 64, 32, 16, 1]`:
+
+# %%
+def draw_mlp(sizes, max_drawn=6):
+    fig, ax = plt.subplots(figsize=(11, 5))
+    columns = []
+    for c, n in enumerate(sizes):
+        shown = list(range(n)) if n <= max_drawn else [0, 1, 2, None, n - 2, n - 1]
+        ys = np.linspace(2.5, -2.5, len(shown)) if len(shown) > 1 else np.array([0.0])
+        columns.append([(c * 3.0, y) for y, i in zip(ys, shown) if i is not None])
+        for y, i in zip(ys, shown):
+            if i is None:
+                ax.text(c * 3.0, y, "⋮", ha="center", va="center", fontsize=16)
+    for left, right in zip(columns[:-1], columns[1:]):
+        for p in left:
+            for q in right:
+                ax.plot([p[0], q[0]], [p[1], q[1]], color="0.75", lw=0.6, zorder=0)
+    names = (["input x = a[0]"] + [f"hidden {l}: a[{l}]" for l in range(1, len(sizes) - 1)]
+             + [f"output ŷ = a[{len(sizes) - 1}]"])
+    colors = ["#dbe9f6"] + ["#fde8c8"] * (len(sizes) - 2) + ["#e3f2d9"]
+    for c, (col, n) in enumerate(zip(columns, sizes)):
+        for p in col:
+            ax.add_patch(plt.Circle(p, 0.28, fc=colors[c], ec="k", zorder=2))
+        ax.text(c * 3.0, -3.25, f"{names[c]}\n{n} unit{'s' if n > 1 else ''}", ha="center", va="top", fontsize=9)
+        if c:
+            ax.text(c * 3.0 - 1.5, 3.0, f"W[{c}]: {n}×{sizes[c - 1]}\nb[{c}]: {n}", ha="center", fontsize=9, color="C0")
+    ax.annotate("", xy=(3 * len(sizes) - 3.5, 3.9), xytext=(0.5, 3.9), arrowprops=dict(arrowstyle="->"))
+    ax.text(1.5 * len(sizes) - 1.5, 4.05, "forward propagation: z[l] = W[l] a[l-1] + b[l],  a[l] = σ(z[l])",
+            ha="center", fontsize=9)
+    ax.set(xlim=(-1, 3 * len(sizes) - 2), ylim=(-4.3, 4.5), aspect="equal")
+    ax.axis("off")
+    return fig
+
+
+lesson_sizes = [5, 64, 32, 16, 1]
+show(draw_mlp(lesson_sizes), "01_mlp.png")
+
+# %% [markdown]
+# In code, the network is a list of `(W, b)` pairs, one per layer. Weights start random (here
+# $W_{jk} \sim \mathcal N(0, 1/n_{l-1})$, a scale notebook 3 explains) and biases at 0, drawn with one fresh key per
+# layer. Forward propagation is a loop over the layers, (9)–(10), on a batch `X` of shape `(B, n_0)`.
+#
+# `@jax.jit` compiles `forward`: on its first call for given shapes JAX traces the Python function into a graph of
+# array operations, XLA compiles that graph, and later calls with the same shapes run the compiled program (much
+# faster than running the operations one by one). Arguments that are not arrays, like the functions `sigma` and
+# `sigma_out`, must be declared *static*: a new value means a new compilation.
+
+# %%
+def init_mlp(key, sizes, gain=1.0):
+    """[(W[1], b[1]), ..., (W[L], b[L])], W[l] ~ N(0, gain² / n_{l-1}) of shape (n_l, n_{l-1}), b[l] = 0."""
+    keys = jax.random.split(key, len(sizes) - 1)
+    return [(gain * jax.random.normal(k, (n_out, n_in)) / math.sqrt(n_in), jnp.zeros(n_out))
+            for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:])]
+
+
+@partial(jax.jit, static_argnames=("sigma", "sigma_out"))
+def forward(params, X, sigma=jnp.tanh, sigma_out=sigmoid):
+    """The output a[L] for a batch X (B, n_0): (9)-(10) with σ in hidden layers, σ_out in the last."""
+    A = X
+    for W, b in params[:-1]:
+        A = sigma(A @ W.T + b[None, :])        # (9), (10)
+    W, b = params[-1]
+    return sigma_out(A @ W.T + b[None, :])     # the output layer
+
+
+params = init_mlp(jax.random.key(0), lesson_sizes)
+X = jax.random.normal(jax.random.key(1), (4, 5))
+print("shapes:", [(W.shape, b.shape) for W, b in params])
+n_params = sum(p.size for p in jax.tree.leaves(params))
+print(f"parameters: {n_params};  ŷ for a batch of 4: {np.round(np.asarray(forward(params, X)).ravel(), 4)}")
+assert n_params == 5 * 64 + 64 + 64 * 32 + 32 + 32 * 16 + 16 + 16 + 1 == 3009
+
+# %% [markdown]
+# `params` is a *pytree*: a nested structure (lists, tuples, dicts) whose leaves are arrays. JAX's functions
+# accept pytrees: `jax.tree.leaves(params)` lists the 8 arrays, `jax.tree.map(f, params)` applies `f` to every
+# leaf and keeps the structure, and `jax.grad` of a function of `params` returns a pytree of the same structure.
+#
+# The library this project builds, `jaxmlp`, stores the same layers as `jaxmlp.Layer(W, b)` and computes the same
+# forward pass:
+
+# %%
+as_layers = tuple(jaxmlp.Layer(W, b) for W, b in params)
+library_gap = float(jnp.max(jnp.abs(jaxmlp.forward(as_layers, X, activation="tanh", output_activation="sigmoid")
+                                    - forward(params, X))))
+print(f"max |jaxmlp.forward - forward| = {library_gap:.1e}")
+assert library_gap < 1e-6
+
+# %% [markdown]
+# ## 5. Vanishing gradients, measured
+#
+# How does the gradient reach the first layers? Two steps of the chain rule, for any layer $l$ below the output
+# (notebook 2 derives them in full). The pre-activation $z[l+1] = W[l+1] a[l] + b[l+1]$ is linear in $a[l]$, and
+# $a[l] = \sigma(z[l])$ acts entry by entry, so
+#
+# $$\frac{\partial L}{\partial a[l]} = W[l+1]^\top \frac{\partial L}{\partial z[l+1]} \qquad (11)$$
+#
+# $$\frac{\partial L}{\partial z[l]} = \frac{\partial L}{\partial a[l]} \odot \sigma'(z[l]) \qquad (12)$$
+#
+# ($\odot$: entrywise product). Going down one layer, the gradient is multiplied by $W[l+1]^\top$, then entrywise
+# by $\sigma'(z[l])$. Sigmoid's $\sigma' \le \tfrac14$ makes step (12) shrink the norm by at least 4, whence the
+# common shortcut "ten sigmoid layers shrink the gradient by $4^{10} \approx 10^6$". That ignores step (11): the
+# matrix $W^\top$ can shrink or amplify, and only the product of the two steps matters.
+#
+# We measure both, at initialization, in 10-layer networks (9 hidden layers of 64 units, one output, a squared
+# error against random targets, a batch of 256 random inputs): sigmoid and tanh with
+# $W \sim \mathcal N(0, 1/n)$, and ReLU with $W \sim \mathcal N(0, 2/n)$ (gain $\sqrt2$, He initialization,
+# notebook 3). Autodiff cannot return $\partial L/\partial z[l]$ directly, since $z[l]$ is not an input; the trick
+# is to add a zero array `dz[l]` to every $z[l]$ (and `da[l]` to every $a[l]$) and differentiate with respect to
+# it: adding `dz[l]` changes the loss exactly as changing $z[l]$ does, so $\partial L/\partial\, dz[l] =
+# \partial L / \partial z[l]$. `jax.grad(loss, argnums=(0, 1))` differentiates with respect to both arguments,
+# the list of `dz` and the list of `da`, and returns the two lists of gradients.
+
+# %%
+@partial(jax.jit, static_argnames="sigma")
+def hidden_gradient_norms(params, X, Y, sigma):
+    """‖∂L/∂z[l]‖ and ‖∂L/∂a[l]‖ for every hidden layer l, L the mean squared error of the network's output."""
+    def loss(dz, da):
+        A = X
+        for l, (W, b) in enumerate(params[:-1]):
+            A = sigma(A @ W.T + b[None, :] + dz[l]) + da[l]   # z[l] + dz[l], then a[l] + da[l]
+        W, b = params[-1]
+        return jnp.mean((A @ W.T + b[None, :] - Y) ** 2)
+
+    zeros = [jnp.zeros((X.shape[0], W.shape[0])) for W, _ in params[:-1]]
+    g_z, g_a = jax.grad(loss, argnums=(0, 1))(zeros, zeros)   # ∂L/∂dz[l] = ∂L/∂z[l], ∂L/∂da[l] = ∂L/∂a[l]
+    return jnp.stack([jnp.linalg.norm(g) for g in g_z]), jnp.stack([jnp.linalg.norm(g) for g in g_a])
+
+
+def deep_gradients(sigma, gain, depth=10, width=64, batch=256, seed=3):
+    """hidden_gradient_norms of a fresh random network [width] * depth + [1], on random inputs and targets."""
+    k_params, k_x, k_y = jax.random.split(jax.random.key(seed), 3)
+    params = init_mlp(k_params, [width] * depth + [1], gain)
+    X, Y = jax.random.normal(k_x, (batch, width)), jax.random.normal(k_y, (batch, 1))
+    return hidden_gradient_norms(params, X, Y, sigma)
+
+
+def layer_factors(dz, da):
+    """Geometric means over the layers of the two steps down, and the largest σ' step:
+    × Wᵀ = ‖∂L/∂a[l]‖ / ‖∂L/∂z[l+1]‖, × σ' = ‖∂L/∂z[l]‖ / ‖∂L/∂a[l]‖."""
+    through_W, through_s = np.asarray(da[:-1] / dz[1:]), np.asarray(dz[:-1] / da[:-1])
+    return float(np.exp(np.log(through_W).mean())), float(np.exp(np.log(through_s).mean())), float(through_s.max())
+
+
+relu = activations["relu"][0]
+nets = {"sigmoid": (sigmoid, 1.0), "tanh": (jnp.tanh, 1.0), "relu": (relu, math.sqrt(2))}
+measured = {name: deep_gradients(f, gain) for name, (f, gain) in nets.items()}
+factors = {name: layer_factors(dz, da) for name, (dz, da) in measured.items()}
+shrink = {name: float(dz[0] / dz[-1]) for name, (dz, da) in measured.items()}
+print(f"{'':>8}  one layer down: {'× Wᵀ (11)':>9} {'× σ′ (12)':>9} {'product':>8}   ‖∂L/∂z[1]‖ / ‖∂L/∂z[9]‖")
+for name, (f_W, f_s, _) in factors.items():
+    print(f"{name:>8}  {'':>15} {f_W:9.2f} {f_s:9.2f} {f_W * f_s:8.2f}   {shrink[name]:.1e}")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+for name, (dz, _) in measured.items():
+    axes[0].plot(range(1, 10), dz / dz[-1], "o-", label=name)
+axes[0].set(yscale="log", xlabel="hidden layer l (1 = first)", ylabel="‖∂L/∂z[l]‖ / ‖∂L/∂z[9]‖",
+            title="gradient reaching each layer, relative to the last hidden one", xticks=range(1, 10))
+axes[0].legend()
+bars = np.array([[f[0], f[1], f[0] * f[1]] for f in factors.values()])
+for i, label in enumerate(["× Wᵀ, step (11)", "× σ′(z), step (12)", "product: one layer down"]):
+    axes[1].bar(np.arange(3) + (i - 1) * 0.27, bars[:, i], width=0.27, label=label)
+axes[1].axhline(1, color="k", lw=0.8)
+axes[1].axhline(0.25, color="C3", ls=":", lw=1.2, label="¼ = max of sigmoid′")
+axes[1].set(xticks=range(3), xticklabels=list(factors), ylabel="factor on the norm (geometric mean)",
+            title="what one layer down does to the gradient's norm")
+axes[1].legend(fontsize=8)
+fig.tight_layout()
+show(fig, "01_vanishing_gradients.png")
+
+# %% [markdown]
+# What the measurement shows (the eight steps from layer 9 down to layer 1; the product of their factors is exactly
+# the last column, since the norms telescope):
+#
+# - **sigmoid**: step (12) multiplies the norm by about 0.23 per layer, never by more than ¼ (it cannot: every entry
+#   of σ' is at most ¼). Step (11) multiplies it by about 1.0: with $W \sim \mathcal N(0, 1/n)$, the product
+#   $W^\top v$ keeps the length of a random vector $v$ on average. So the gradient reaching the first layer is
+#   about $10^{-5}$ of the gradient reaching the ninth, and since a layer's weight gradient is built from it
+#   (notebook 2), the first layers barely learn: the vanishing gradient. The $W^\top$ factor is part of the story:
+#   larger weights amplify step (11), but they also push more $z$ into the flat tails of the sigmoid, where σ' is
+#   nearly 0; exercise 4 measures that trade.
+# - **tanh**: $\tanh'(0) = 1$, so step (12) costs much less (about 0.86 per layer), and about a third of the
+#   gradient survives the eight steps at this initialization.
+# - **ReLU** with He's gain: step (12) zeroes the entries of the inactive units (about half), which shrinks the
+#   norm by about 0.73, near $1/\sqrt2$; the gain $\sqrt 2$ in $W$ makes step (11) amplify by about 1.43, near
+#   $\sqrt2$, and the product is close to 1. Where a unit is active, σ' is exactly 1 however large $z$ is: nothing
+#   saturates.
+
+# %%
+assert factors["sigmoid"][2] <= 0.25 and 0.2 < factors["sigmoid"][1] < 0.25 and 0.9 < factors["sigmoid"][0] < 1.1
+assert 5e-6 < shrink["sigmoid"] < 2e-5 and 0.2 < shrink["tanh"] < 0.5 and 0.8 < factors["tanh"][1] < 0.9
+assert 1.35 < factors["relu"][0] < 1.5 and 0.68 < factors["relu"][1] < 0.78 and 0.7 < shrink["relu"] < 2
+
+# %% [markdown]
+# ReLU's weakness is the other side of its derivative: a unit whose $z$ is negative for every input has σ' = 0
+# everywhere and receives no gradient at all. Section 9 counts such "dead" units. Leaky ReLU and GELU keep a small
+# slope for $z < 0$ for that reason.
+#
+# ## 6. Training, in brief
+#
+# Notebook 4 treats optimization in full; here is the minimum needed to watch networks learn. For a binary
+# classification, the network's sigmoid output $\hat y_i$ is read as the probability that example $i$ is of
+# class 1, and training minimizes the lesson's **binary cross-entropy**, the mean over the $n$ training examples of
+# $-\log$ (the probability given to the right class):
+#
+# $$L = -\frac1n \sum_{i=1}^{n} \left[ y_i \log \hat y_i + (1 - y_i) \log (1 - \hat y_i) \right] \qquad (13)$$
+#
+# **Gradient descent** moves every parameter θ (every entry of every $W[l]$ and $b[l]$) a small step against the
+# gradient of $L$, where the **learning rate** η sets the step size:
+#
+# $$\theta \leftarrow \theta - \eta\, \frac{\partial L}{\partial \theta} \qquad (14)$$
+#
+# Each step uses all the training examples. `jax.value_and_grad(loss)` returns the loss and its gradient
+# (a pytree shaped like `params`), `jax.tree.map` applies (14) to every array, and `jax.jit` compiles the step: JAX
+# traces the Python function once for the given shapes, compiles it with XLA, and reruns the compiled program on
+# later calls. `sigma` is marked static: a change of activation means a new program.
+
+# %%
+def bce(y_hat, y):
+    y_hat = jnp.clip(y_hat, 1e-7, 1 - 1e-7)  # keeps log away from log(0) = -inf, should ŷ round to 0 or 1
+    return -jnp.mean(y * jnp.log(y_hat) + (1 - y) * jnp.log(1 - y_hat))   # (13)
+
+
+def loss_fn(params, X, Y, sigma):
+    return bce(forward(params, X, sigma), Y)
+
+
+@partial(jax.jit, static_argnames="sigma")
+def gd_step(params, X, Y, lr, sigma=jnp.tanh):
+    loss, grads = jax.value_and_grad(loss_fn)(params, X, Y, sigma)
+    return jax.tree.map(lambda p, g: p - lr * g, params, grads), loss    # (14), on every array
+
+
+def train(params, X, Y, lr, steps, sigma=jnp.tanh):
+    losses = []
+    for _ in range(steps):
+        params, loss = gd_step(params, X, Y, lr, sigma)
+        losses.append(float(loss))
+    return params, losses
+
+
+def accuracy(params, X, Y, sigma=jnp.tanh):
+    return float(jnp.mean((forward(params, X, sigma) > 0.5) == (Y > 0.5)))
+
+
+# %% [markdown]
+# ## 7. XOR: one neuron fails, one hidden layer succeeds
+#
+# `datasets.load("xor")` draws 400 points in the four quadrants (320 for training, 80 for testing), with label
+# $y = 1$ where $x_1 x_2 > 0$ (first and third quadrants). No line separates the two classes, so a single neuron,
+# the network `[2, 1]`, gets at most three quadrants right. Trained on (13) it does worse: the data are symmetric,
+# and the line that minimizes the cross-entropy is the one that commits to nothing, $\hat y \approx \tfrac12$
+# everywhere, with loss $\approx \ln 2 \approx 0.693$. The MLP `[2, 8, 1]` with tanh hidden units bends the boundary.
+# Both: 1000 steps of gradient descent with η = 1.
 
 # %%
 x_tr, y_tr, x_te, y_te = datasets.load("xor")
-models, results = {}, {}
+xor_models, xor_results = {}, {}
 for sizes in ([2, 1], [2, 8, 1]):
-    params = jaxmlp.init_mlp(key, sizes, init="xavier")
-    params, history = jaxmlp.fit(params, x_tr, y_tr, optimizer=optim.adam(0.05), loss="bce",
-                                 activation="tanh", epochs=300)
-    test = jaxmlp.evaluate(params, x_te, y_te, loss="bce", activation="tanh")
-    models[str(sizes)] = params
-    results[str(sizes)] = (float(history["accuracy"][-1]), float(test["accuracy"]), float(history["loss"][-1]))
-    print(f"{str(sizes):>10}: train accuracy {history['accuracy'][-1]:.1%}, "
-          f"test accuracy {float(test['accuracy']):.1%}, final loss {history['loss'][-1]:.3f}")
-
-train_acc, test_acc, final_loss = results["[2, 1]"]
-assert train_acc <= 0.75 and test_acc <= 0.75       # no line gets more than three quadrants right
-assert abs(final_loss - math.log(2)) < 0.01         # ŷ ≈ ½ everywhere: loss ≈ ln 2
-train_acc, test_acc, final_loss = results["[2, 8, 1]"]
-assert train_acc == 1.0 and test_acc >= 0.95         # one hidden layer solves XOR
-
-# %%
-grid = jnp.linspace(-2.0, 2.0, 201)
-gx, gy = jnp.meshgrid(grid, grid)
-points = jnp.stack([gx.ravel(), gy.ravel()], axis=1)
-
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-for ax, (name, params) in zip(axes, models.items()):
-    p = jaxmlp.forward(params, points, activation="tanh", output_activation="sigmoid").reshape(gx.shape)
-    filled = ax.contourf(gx, gy, p, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.7)
-    ax.contour(gx, gy, p, levels=[0.5], colors="k", linewidths=1.5)
-    ax.scatter(*x_tr.T, c=y_tr.ravel(), cmap="coolwarm", edgecolors="k", s=14)
-    ax.set_title(f"{name}: ŷ = P(y = 1 | x); black line ŷ = 0.5")
-    ax.set(xlabel="$x_1$", ylabel="$x_2$", aspect="equal")
-fig.colorbar(filled, ax=axes, label="ŷ = P(y = 1 | x)", fraction=0.03)
-plt.show()
+    trained, losses = train(init_mlp(jax.random.key(0), sizes), x_tr, y_tr, lr=1.0, steps=1000)
+    xor_models[str(sizes)] = trained
+    xor_results[str(sizes)] = (accuracy(trained, x_tr, y_tr), accuracy(trained, x_te, y_te), losses[-1])
+    print(f"{str(sizes):>9}: train accuracy {xor_results[str(sizes)][0]:.1%}, test accuracy "
+          f"{xor_results[str(sizes)][1]:.1%}, final loss {losses[-1]:.3f}")
+train_acc, test_acc, final_loss = xor_results["[2, 1]"]
+assert train_acc <= 0.75 and test_acc <= 0.75 and abs(final_loss - math.log(2)) < 0.01
+train_acc, test_acc, final_loss = xor_results["[2, 8, 1]"]
+assert train_acc == 1.0 and test_acc == 1.0
 
 # %% [markdown]
-# The perceptron's boundary is a line, as it must be, and its ŷ stays near ½ (pale) everywhere; the hidden
-# layer maps the four quadrants to a space where they *are* linearly separable, and the output neuron
-# draws its line there.
+# How does the hidden layer do it? The output neuron of `[2, 8, 1]` is itself a perceptron: it draws a hyperplane,
+# but in the 8-dimensional space of the hidden activities $a[1] = \tanh(W[1] x + b[1])$, not in the input plane. To
+# look at that space we project $a[1]$ on two directions: $u_1 = W[2]^\top / \lVert W[2] \rVert$, the direction the
+# output neuron reads (its hyperplane $W[2]\, a + b[2] = 0$ is then the vertical line
+# $u_1^\top a = -b[2] / \lVert W[2] \rVert$), and $u_2$, the direction of largest remaining spread.
+
+# %%
+grid = jnp.linspace(-1.8, 1.8, 181)
+gx, gy = jnp.meshgrid(grid, grid)
+points = jnp.stack([gx.ravel(), gy.ravel()], axis=1)
+quadrant = np.asarray(2 * (x_tr[:, 0] < 0) + (x_tr[:, 1] < 0))  # 0: Q1 (+,+), 1: Q4 (+,-), 2: Q2 (-,+), 3: Q3 (-,-)
+markers = {0: ("o", "Q1: y = 1"), 3: ("s", "Q3: y = 1"), 2: ("^", "Q2: y = 0"), 1: ("v", "Q4: y = 0")}
+
+fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+for ax, (name, trained) in zip(axes, xor_models.items()):
+    p = forward(trained, points).reshape(gx.shape)
+    filled = ax.contourf(gx, gy, p, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.6)
+    ax.contour(gx, gy, p, levels=[0.5], colors="k", linewidths=1.5)
+    ax.scatter(*x_tr.T, c=y_tr.ravel(), cmap="coolwarm", edgecolors="k", s=12)
+    ax.set(title=f"{name}: ŷ = P(y = 1 | x), black: ŷ = ½\ntrain accuracy {xor_results[name][0]:.0%}",
+           xlabel="$x_1$", ylabel="$x_2$", aspect="equal")
+fig.colorbar(filled, ax=axes[1], fraction=0.046, label="ŷ")
+
+(W1, b1), (W2, b2) = xor_models["[2, 8, 1]"]
+H = np.tanh(np.asarray(x_tr @ W1.T + b1[None, :]))           # hidden activities a[1], (320, 8)
+u1 = np.asarray(W2[0]) / np.linalg.norm(W2[0])
+rest = H - np.outer(H @ u1, u1)
+u2 = np.linalg.svd(rest - rest.mean(axis=0), full_matrices=False)[2][0]
+h1, h2 = H @ u1, H @ u2
+threshold = float(-b2[0] / np.linalg.norm(W2[0]))
+for q, (m, label) in markers.items():
+    sel = quadrant == q
+    axes[2].scatter(h1[sel], h2[sel], marker=m, c="C3" if "y = 1" in label else "C0", edgecolors="k", s=22,
+                    label=label)
+axes[2].axvline(threshold, color="k", lw=1.5, label="output neuron's line")
+axes[2].set(xlabel="$u_1^T a[1]$ (what the output neuron reads)", ylabel="$u_2^T a[1]$",
+            title="[2, 8, 1]: the training points in hidden space")
+axes[2].legend(fontsize=8)
+fig.tight_layout()
+show(fig, "01_xor.png")
+separated = bool(np.all((h1 > threshold) == (np.asarray(y_tr).ravel() > 0.5)))
+print(f"in hidden space, one line separates the classes: {separated}")
+assert separated
+
+# %% [markdown]
+# In the input plane (left), the perceptron's boundary is a line and its ŷ stays pale (near ½) everywhere; the MLP
+# (middle) curves its boundary around the quadrants. In hidden space (right), the first and third quadrants have
+# moved to one side and the second and fourth to the other, and a single line (the output neuron) separates them:
+# the hidden layer has made the problem linearly separable.
 #
-# ## What one hidden layer can do: universal approximation
+# ## 8. Watching a decision boundary form
 #
-# The **universal approximation theorem** (Cybenko 1989, Hornik 1991; Leshno et al. 1993 for any
-# non-polynomial σ, ReLU included) says: for any continuous function $f$ on a closed bounded set
-# $K \subset \mathbb R^n$ and any tolerance $\varepsilon > 0$, there is a network with *one* hidden layer
-# of $N$ units such that $|\,\text{net}(x) - f(x)| < \varepsilon$ for every $x \in K$.
+# The two moons dataset (`datasets.load("moons")`, two interleaved half circles with noise) trained with
+# `[2, 16, 16, 1]`, tanh, gradient descent with η = 0.2. We stop at a few step counts and draw the boundary each
+# time: it starts as a smooth, nearly linear curve (a random network) and bends around the moons as the loss falls.
+
+# %%
+m_tr, my_tr, m_te, my_te = datasets.load("moons")
+grid_x = jnp.linspace(-2.5, 2.5, 161)
+mgx, mgy = jnp.meshgrid(grid_x, grid_x)
+m_points = jnp.stack([mgx.ravel(), mgy.ravel()], axis=1)
+
+moons_params = init_mlp(jax.random.key(0), [2, 16, 16, 1])
+snapshots, all_losses, done = {}, [], 0
+for step in (0, 20, 100, 500, 2000):
+    moons_params, losses = train(moons_params, m_tr, my_tr, lr=0.2, steps=step - done)
+    all_losses += losses
+    done = step
+    snapshots[step] = (moons_params, accuracy(moons_params, m_tr, my_tr))
+
+fig, axes = plt.subplots(1, 6, figsize=(21, 3.6))
+for ax, (step, (snap, acc)) in zip(axes, snapshots.items()):
+    p = forward(snap, m_points).reshape(mgx.shape)
+    ax.contourf(mgx, mgy, p, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.6)
+    ax.contour(mgx, mgy, p, levels=[0.5], colors="k", linewidths=1.5)
+    ax.scatter(*m_tr.T, c=my_tr.ravel(), cmap="coolwarm", edgecolors="k", s=8)
+    ax.set(title=f"after {step} steps\ntrain accuracy {acc:.0%}", xticks=[], yticks=[], aspect="equal")
+axes[-1].plot(np.arange(1, len(all_losses) + 1), all_losses)
+for step in list(snapshots)[1:]:
+    axes[-1].axvline(step, color="0.7", lw=0.8)
+axes[-1].set(xscale="log", yscale="log", xlabel="step", ylabel="loss (13)", title="training loss")
+fig.tight_layout()
+show(fig, "01_moons_training.png")
+test_acc = accuracy(moons_params, m_te, my_te)
+print(f"after {done} steps: train loss {all_losses[-1]:.4f}, test accuracy {test_acc:.1%}")
+assert all_losses[-1] < 0.05 * all_losses[0] and test_acc >= 0.95
+
+# %% [markdown]
+# ## 9. Dead ReLUs, counted
 #
-# What it does **not** promise:
+# A ReLU unit is *dead* on a dataset when its pre-activation $z$ is $\le 0$ for every example: its output is
+# always 0, its σ' is always 0, so (by (12)) the gradient reaching its weights and bias is exactly 0, and gradient
+# descent never changes them. A unit of the first layer sees fixed inputs $x$, so once dead it stays dead; a unit
+# higher up can come back to life only if the layers below it change its inputs.
 #
-# - **how many units**: $N$ depends on $f$ and ε, and can be enormous;
-# - **that training finds them**: it is a statement of existence, about weights, not about gradient
-#   descent from a random start;
-# - **anything outside $K$**, nor anything about generalization from finitely many samples.
+# We count the dead units of four `[2, 64, 64, 1]` ReLU networks (He's gain $\sqrt2$, four random initializations)
+# on the moons training set: at initialization, and after 300 steps of gradient descent with η = 0.1 and with a
+# learning rate ten times larger, η = 1.
+
+# %%
+def dead_units(params, X):
+    """Per hidden layer: how many units have z <= 0 on every row of X."""
+    counts, A = [], X
+    for W, b in params[:-1]:
+        Z = A @ W.T + b[None, :]
+        counts.append(int(jnp.sum(jnp.all(Z <= 0, axis=0))))
+        A = relu(Z)
+    return counts
+
+
+dead = {"at initialization": [], "η = 0.1, 300 steps": [], "η = 1, 300 steps": []}
+final_loss = {0.1: [], 1.0: []}
+for seed in range(4):
+    relu_init = init_mlp(jax.random.key(seed), [2, 64, 64, 1], gain=math.sqrt(2))
+    dead["at initialization"].append(dead_units(relu_init, m_tr))
+    for lr in (0.1, 1.0):
+        trained, losses = train(relu_init, m_tr, my_tr, lr=lr, steps=300, sigma=relu)
+        dead[f"η = {lr:g}, 300 steps"].append(dead_units(trained, m_tr))
+        final_loss[lr].append(losses[-1])
+print(f"final training loss, mean of the four networks: η = 0.1: {np.mean(final_loss[0.1]):.4f}, "
+      f"η = 1: {np.mean(final_loss[1.0]):.4f}")
+print("dead units in hidden layers (1, 2), of 64 each, for the four networks:")
+for name, counts in dead.items():
+    print(f"{name:>19}: {counts}, total {np.sum(counts, axis=0).tolist()}")
+
+# the gradient of a dead unit's incoming weights is exactly zero (the last network trained with η = 1)
+grads = jax.grad(loss_fn)(trained, m_tr, my_tr, relu)
+Z2 = relu(m_tr @ trained[0][0].T + trained[0][1][None, :]) @ trained[1][0].T + trained[1][1][None, :]
+dead2 = jnp.all(Z2 <= 0, axis=0)
+dead_dW, dead_db = float(jnp.max(jnp.abs(grads[1][0][dead2]))), float(jnp.max(jnp.abs(grads[1][1][dead2])))
+print(f"layer 2: max |∂L/∂W[2]| over the rows of its {int(dead2.sum())} dead units = {dead_dW:.1f}, "
+      f"and of ∂L/∂b[2] = {dead_db:.1f}")
+totals = {name: int(np.sum(counts)) for name, counts in dead.items()}
+assert totals["η = 1, 300 steps"] > 2 * totals["η = 0.1, 300 steps"]
+assert totals["η = 0.1, 300 steps"] <= totals["at initialization"] and max(final_loss[1.0]) < min(final_loss[0.1])
+assert int(dead2.sum()) > 0 and dead_dW == dead_db == 0.0
+
+# %%
+fig, ax = plt.subplots(figsize=(9, 3.4))
+for i, (name, counts) in enumerate(dead.items()):
+    ax.bar(np.arange(4) + (i - 1) * 0.27, np.asarray(counts)[:, 1], width=0.27, label=name)
+ax.set(xticks=range(4), xticklabels=[f"network {s}" for s in range(4)], ylabel="dead units in layer 2 (of 64)",
+       title="[2, 64, 64, 1] ReLU on moons: dead units in hidden layer 2")
+ax.legend()
+show(fig, "01_dead_relus.png")
+
+# %% [markdown]
+# Even at initialization some second-layer units are dead: their inputs are ReLU outputs, all ≥ 0, and a unit
+# whose weights are mostly negative never fires. With η = 0.1 the count stays about the same (a few units even come
+# back, as the first layer changes beneath them). With η = 1 training is faster (a lower final loss), but many more
+# second-layer units end up dead: large steps push some units' pre-activations below 0 for every input, and from
+# then on they receive no gradient of their own.
+# This is one reason learning rates for ReLU networks are kept moderate, and why leaky ReLU (exercise 1) keeps a
+# slope α for $z < 0$: its units always receive some gradient.
 #
-# For ReLU in one dimension the existence is easy to see: a sum of ramps $c_k \max(x - x_k, 0)$ is
-# the piecewise-linear interpolation of $f$ at the knots $x_k$, whose error shrinks like $1/N^2$. We build
-# those weights by hand (no training) for $f(x) = \sin 2x$ on $K = [-\pi, \pi]$ as a `[1, N, 1]`
-# jaxmlp network: $W[1] = \mathbf 1$, $b[1]_k = -x_k$, $W[2]_k = c_k$ (the change of slope at $x_k$),
-# $b[2] = f(x_0)$.
+# ## 10. What one hidden layer can do: universal approximation
+#
+# The lesson calls the MLP a universal approximator. Precisely (Cybenko 1989 and Hornik 1991 for sigmoid-like σ;
+# Leshno, Lin, Pinkus and Schocken 1993 for every continuous σ that is not a polynomial, ReLU included): for any
+# continuous function $f$ on a closed and bounded set $K \subset \mathbb R^n$ and any tolerance ε > 0, there is a
+# network with **one** hidden layer of some number $N$ of units and a linear output,
+# $\text{net}(x) = \sum_{k=1}^{N} c_k\, \sigma(w_k^\top x + b_k) + c_0$, such that
+# $|\text{net}(x) - f(x)| < \varepsilon$ for **every** $x \in K$.
+#
+# What it does **not** say:
+#
+# - **how many units**: $N$ depends on $f$ and ε, and can be astronomically large (for some functions,
+#   exponential in the input dimension $n$);
+# - **that training finds them**: it is a statement of existence, about weights, not about gradient descent;
+# - **anything outside $K$**, nor anything about learning from finitely many examples.
+#
+# In one dimension, with ReLU, the existence is easy to see. Place knots $x_0 < x_1 < \dots < x_N$ on
+# $K = [x_0, x_N]$; the network
+#
+# $$\text{net}(x) = f(x_0) + \sum_{k=0}^{N-1} c_k \max(0,\ x - x_k) \qquad (15)$$
+#
+# with $c_0$ the slope of $f$'s chord on $[x_0, x_1]$ and each later $c_k$ the *change* of chord slope at $x_k$, is
+# the piecewise-linear interpolation of $f$ at the knots; its error on $K$ shrinks like $1/N^2$ for a smooth $f$.
+# It has $N$ hidden units: $W[1] = \mathbf 1$, $b[1]_k = -x_k$, $W[2]_k = c_k$, $b[2] = f(x_0)$. We build it by
+# hand, without training, for $f(x) = \sin 2x$ on $K = [-\pi, \pi]$, and also evaluate it outside $K$.
 
 # %%
 def interpolating_relu_net(f, knots):
-    """[1, N, 1] ReLU network equal to the piecewise-linear interpolation of f at the knots (N = len - 1)."""
+    """The [1, N, 1] ReLU network (15): the piecewise-linear interpolation of f at the N + 1 knots."""
     values = f(knots)
     slopes = np.diff(values) / np.diff(knots)
-    c = np.diff(slopes, prepend=0.0)  # the first ramp starts with slope slopes[0], each next one bends it
-    hidden = jaxmlp.Layer(jnp.ones((len(c), 1)), jnp.asarray(-knots[:-1], jnp.float32))
-    out = jaxmlp.Layer(jnp.asarray(c[None, :], jnp.float32), jnp.asarray(values[:1], jnp.float32))
-    return (hidden, out)
+    c = np.diff(slopes, prepend=0.0)   # c_0 = first slope, then each change of slope
+    return [(jnp.ones((len(c), 1)), jnp.asarray(-knots[:-1], jnp.float32)),
+            (jnp.asarray(c[None, :], jnp.float32), jnp.asarray(values[:1], jnp.float32))]
 
 
+identity = lambda z: z
 f = lambda x: np.sin(2 * x)
 x_in = np.linspace(-np.pi, np.pi, 2001)[:, None]
+x_left = np.linspace(-2 * np.pi, -np.pi, 1001)[:, None]
+x_right = np.linspace(np.pi, 2 * np.pi, 1001)[:, None]
 x_all = np.linspace(-2 * np.pi, 2 * np.pi, 4001)[:, None]
-outside = np.abs(x_all[:, 0]) > np.pi
 errors = {}
-fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
+fig, axes = plt.subplots(1, 2, figsize=(14, 4))
 axes[0].plot(x_all, f(x_all), "k", lw=3, alpha=0.3, label="f(x) = sin 2x")
 for N in (8, 32, 128):
     net = interpolating_relu_net(f, np.linspace(-np.pi, np.pi, N + 1))
-    y_in = np.asarray(jaxmlp.forward(net, jnp.asarray(x_in, jnp.float32), activation="relu"))
-    y_all = np.asarray(jaxmlp.forward(net, jnp.asarray(x_all, jnp.float32), activation="relu"))
-    errors[N] = (float(np.max(np.abs(y_in - f(x_in)))), float(np.max(np.abs(y_all - f(x_all))[outside])))
-    print(f"N = {N:>2} hidden ReLU units: max |net - f| on [-π, π] = {errors[N][0]:.4f}, "
-          f"outside it (|x| up to 2π) = {errors[N][1]:.1f}")
-    axes[0].plot(x_all, y_all, lw=1.2, label=f"N = {N}")
-    axes[1].plot(x_in, np.abs(y_in - f(x_in)), lw=1, label=f"N = {N}")
+    out = lambda xs: np.asarray(forward(net, jnp.asarray(xs, jnp.float32), relu, identity))
+    errors[N] = [float(np.max(np.abs(out(xs) - f(xs)))) for xs in (x_in, x_left, x_right)]
+    print(f"N = {N:>3} hidden units: max |net - f| on K = {errors[N][0]:.4f};  "
+          f"left of K: {errors[N][1]:.2f}, right of K: {errors[N][2]:.2f}")
+    axes[0].plot(x_all, out(x_all), lw=1.2, label=f"N = {N}")
+    axes[1].plot(x_in, np.abs(out(x_in) - f(x_in)), lw=1, label=f"N = {N}")
 axes[0].axvspan(-np.pi, np.pi, color="C2", alpha=0.08, label="K = [-π, π]")
-axes[0].set(xlabel="x", ylabel="output", ylim=(-3, 3), title="one hidden ReLU layer, weights built by hand")
-axes[1].set(xlabel="x", ylabel="|net(x) - f(x)|", yscale="log", ylim=(1e-6, 30),
-            title="error on K: falls as N grows")
+axes[0].set(xlabel="x", ylabel="output", ylim=(-3, 3), title="one hidden ReLU layer, weights set by hand (15)")
+axes[1].set(xlabel="x", ylabel="|net(x) - f(x)|", yscale="log", ylim=(1e-6, 1),
+            title="error on K: each 4× more units, about 16× smaller")
 axes[0].legend(fontsize=8, loc="lower left")
 axes[1].legend(fontsize=8, loc="upper center", ncol=3)
 fig.tight_layout()
-plt.show()
+show(fig, "01_universal_approximation.png")
+ratios = [errors[8][0] / errors[32][0], errors[32][0] / errors[128][0]]
+print("error ratio for each 4x more units:", np.round(ratios, 1))
 
 # %% [markdown]
-# On $K$, each fourfold increase of $N$ divides the worst error by more than 8, and by nearly 16 once $N$
-# is large: it falls like $1/N^2$, the promise kept.
-# Outside $K$ the network continues with its last straight ramp and is off by more than 1 (the
-# function's whole range is $[-1, 1]$): the theorem never said otherwise.
+# On $K$ each fourfold increase of $N$ divides the worst error by about 11 and then 16: $1/N^2$, as promised.
+# Outside $K$ the two sides differ. Left of the first knot every ramp $\max(0, x - x_k)$ is 0, so the network is
+# the constant $f(x_0) = \sin(-2\pi) = 0$ and misses $\sin 2x$ by up to its amplitude, 1. Right of the last knot
+# all ramps are active and the network continues its last linear piece (the chord of $f$ on the last interval,
+# rising): it climbs away, off by more than 4 before $x = 2\pi$. Neither is a failure of the theorem, which
+# promised nothing outside $K$.
 
 # %%
-assert errors[8][0] > errors[32][0] > errors[128][0] and errors[128][0] < 1e-2
-assert 8 < errors[8][0] / errors[32][0] < 32 and 8 < errors[32][0] / errors[128][0] < 32  # about 1/N²
-assert all(err_out > 1 for _, err_out in errors.values())
+assert errors[8][0] > errors[32][0] > errors[128][0] and errors[128][0] < 2e-3
+assert 10 < ratios[0] < 12.5 and 15 < ratios[1] < 16.5
+assert all(0.99 < e[1] <= 1.0 + 1e-3 and e[2] > 4 for e in errors.values())
 
 # %% [markdown]
-# ## Takeaways
+# ## 11. Takeaways
 #
-# - A neuron is $\sigma(w^\top x + b)$; its decision boundary is a hyperplane, so it cannot learn XOR.
-# - Without a nonlinearity, any depth collapses to one affine map.
-# - One hidden layer with a nonlinearity can approximate any continuous function on a bounded set
-#   (universal approximation), but the theorem says nothing about the number of units, about whether
-#   training finds the weights, or about inputs outside the set.
-# - ReLU is the usual hidden activation: its derivative is exactly 1 where the unit is active, so δ does
-#   not shrink through saturating factors (sigmoid's σ' is at most ¼ per layer), and it is cheap; dead
-#   units are its failure mode, which leaky ReLU and GELU soften.
+# - A neuron computes $\sigma(w^\top x + b)$, (1)–(2); its decision boundary is a hyperplane, so it cannot learn
+#   XOR.
+# - Without a nonlinearity, any depth collapses to one affine map (3).
+# - Sigmoid outputs lie in $(0, 1)$, tanh's in $(-1, 1)$ and are zero-centred, ReLU's in $[0, \infty)$. Sigmoid's
+#   σ' ≤ ¼: in a deep sigmoid network the gradient shrinks about 4× per layer at initialization (its $W^\top$
+#   factor was about 1); ReLU with He's gain keeps it about constant, but its units can die.
+# - One hidden layer turns XOR into a linearly separable problem; one hidden layer with enough units approximates
+#   any continuous function on a bounded set, a promise about existence only, and only on that set.
+# - Training (13)–(14) takes the gradient of the loss with respect to every parameter. Notebook 2 derives how
+#   that gradient is computed: backpropagation.
 #
-# The next notebook follows a deeper network layer by layer, forward and backward, and derives the
-# backward pass from the chain rule.
+# ## 12. Exercises
+#
+# Solutions are at the end of the notebook; try first.
+#
+# 1. **Leaky ReLU's derivative.** Write σ'(z) for leaky ReLU (7) with α = 0.01, as a function `leaky_relu_grad(z)`,
+#    and check it against `jax.grad(jax.nn.leaky_relu)` on a grid of z (what does JAX use at z = 0?).
+# 2. **tanh is a rescaled sigmoid.** Show that $\tanh z = 2\sigma(2z) - 1$, and from it and
+#    $\sigma' = \sigma(1-\sigma)$ derive $\tanh' = 1 - \tanh^2$. Check both numerically.
+# 3. **XOR by hand.** Find weights for a `[2, 2, 1]` network with ReLU hidden units and an identity output that
+#    outputs exactly XOR on the four points $\{0, 1\}^2$: 0, 1, 1, 0. (Hint: $x_1 + x_2$ is 0, 1, 1, 2.)
+# 4. **Can larger weights undo σ' ≤ ¼?** Rerun section 5's sigmoid network with gains 4 and 16
+#    ($W \sim \mathcal N(0, \text{gain}^2/n)$). Measure the two factors per layer, the ratio
+#    ‖∂L/∂z[1]‖ / ‖∂L/∂z[9]‖, and the fraction of hidden pre-activations in the sigmoid's flat tails,
+#    $|z| > 4.6$, where $\sigma'(z) < 0.01$. Does the gradient still vanish? What is the price?
+# 5. **Universal approximation, counted.** With (15), interpolate $f(x) = x^2$ on $[-1, 1]$ with $N = 16$ equal
+#    intervals of width $h = 2/N$. Show that the largest error of linear interpolation of $x^2$ on an interval of
+#    width $h$ is $h^2/4$ (at its middle), and check the network's error against it.
+
+# %% [markdown]
+# ## Solutions
+#
+# **1.** For $z > 0$ the function is $z$, slope 1; for $z < 0$ it is $0.01 z$, slope 0.01. At $z = 0$ there is a
+# kink; `jax.nn.leaky_relu` is `where(z >= 0, z, α z)`, so autodiff takes the $z \ge 0$ branch: slope 1.
+
+# %%
+def leaky_relu_grad(z, alpha=0.01):
+    return jnp.where(z >= 0, 1.0, alpha)
+
+
+zs = jnp.linspace(-3.0, 3.0, 601)
+gap = float(jnp.max(jnp.abs(leaky_relu_grad(zs) - jax.vmap(jax.grad(jax.nn.leaky_relu))(zs))))
+print(f"max |by hand - jax.grad| = {gap}; at z = 0 JAX gives {float(jax.grad(jax.nn.leaky_relu)(0.0))}")
+assert gap == 0.0
+
+# %% [markdown]
+# **2.** $2\sigma(2z) - 1 = \dfrac{2}{1 + e^{-2z}} - 1 = \dfrac{1 - e^{-2z}}{1 + e^{-2z}} = \dfrac{e^{z} - e^{-z}}{e^{z} + e^{-z}} = \tanh z$
+# (multiply numerator and denominator by $e^z$). Differentiating, $\tanh' z = 4\sigma'(2z) = 4\sigma(2z)(1 - \sigma(2z))$;
+# with $\sigma(2z) = (1 + \tanh z)/2$ this is $4 \cdot \frac{1 + \tanh z}{2} \cdot \frac{1 - \tanh z}{2} = 1 - \tanh^2 z$.
+
+# %%
+zs = jnp.linspace(-5.0, 5.0, 1001)
+gap_value = float(jnp.max(jnp.abs(2 * sigmoid(2 * zs) - 1 - jnp.tanh(zs))))
+gap_grad = float(jnp.max(jnp.abs(4 * sigmoid(2 * zs) * (1 - sigmoid(2 * zs)) - (1 - jnp.tanh(zs) ** 2))))
+print(f"max |2σ(2z) - 1 - tanh z| = {gap_value:.1e},  max |4σ'(2z) - (1 - tanh² z)| = {gap_grad:.1e}")
+assert gap_value < 1e-6 and gap_grad < 1e-6
+
+# %% [markdown]
+# **3.** $h_1 = \max(0, x_1 + x_2)$ and $h_2 = \max(0, x_1 + x_2 - 1)$ give $(0, 0), (1, 0), (1, 0), (2, 1)$ on
+# the four points; $\hat y = h_1 - 2 h_2$ gives 0, 1, 1, 0. In the hidden space $(h_1, h_2)$ the two points of class 1
+# coincide at $(1, 0)$: the hidden layer has merged them, and a line separates the rest.
+
+# %%
+xor_by_hand = [(jnp.array([[1.0, 1.0], [1.0, 1.0]]), jnp.array([0.0, -1.0])),
+               (jnp.array([[1.0, -2.0]]), jnp.array([0.0]))]
+corners = jnp.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+out = forward(xor_by_hand, corners, relu, identity).ravel()
+print("outputs on (0,0), (0,1), (1,0), (1,1):", out)
+assert jnp.array_equal(out, jnp.array([0.0, 1.0, 1.0, 0.0]))
+
+# %% [markdown]
+# **4.** The $W^\top$ step scales with the gain (about 4 and 16), while the σ' step falls as more units saturate
+# (about 0.16 and 0.08). With gain 4 the product is about 0.6 and the gradient still shrinks, by a factor of about
+# 40 over the eight steps (10⁵ with gain 1). With gain 16 the product exceeds 1 and the gradient grows on its way
+# down (the opposite problem, an *exploding* gradient, in a mild form), but about two thirds of the pre-activations
+# sit in the flat tails: those units output almost exactly 0 or 1, a small change of their weights changes almost
+# nothing, and the network behaves like one of step functions. Larger weights trade vanishing gradients for
+# saturated units; notebook 3 chooses the scale that avoids both, and ReLU has no flat tail on the positive side.
+
+# %%
+def saturated_fraction(params, X):
+    """The fraction of hidden pre-activations with |z| > 4.6, where sigmoid'(z) < 0.01."""
+    A, flat = X, []
+    for W, b in params[:-1]:
+        Z = A @ W.T + b[None, :]
+        flat.append(jnp.mean(jnp.abs(Z) > 4.6))
+        A = sigmoid(Z)
+    return float(jnp.mean(jnp.stack(flat)))
+
+
+k_params, k_x, _ = jax.random.split(jax.random.key(3), 3)   # the network and inputs of deep_gradients
+gain_results = {}
+for gain in (1.0, 4.0, 16.0):
+    dz, da = deep_gradients(sigmoid, gain)
+    through_W, through_s, _ = layer_factors(dz, da)
+    tails = saturated_fraction(init_mlp(k_params, [64] * 10 + [1], gain), jax.random.normal(k_x, (256, 64)))
+    gain_results[gain] = (through_W * through_s, float(dz[0] / dz[-1]), tails)
+    print(f"gain {gain:>4g}: × Wᵀ {through_W:5.2f}, × σ' {through_s:.3f}, product {through_W * through_s:.2f}; "
+          f"‖∂L/∂z[1]‖ / ‖∂L/∂z[9]‖ = {float(dz[0] / dz[-1]):.1e};  |z| > 4.6: {tails:.0%}")
+assert gain_results[4.0][0] < 0.8 and 1e-2 < gain_results[4.0][1] < 0.1
+assert gain_results[16.0][0] > 1 and gain_results[16.0][1] > 1 and 0.55 < gain_results[16.0][2] < 0.75
+
+# %% [markdown]
+# **5.** On $[x_k, x_k + h]$ the chord of $x^2$ is $\ell(x) = x_k^2 + (2x_k + h)(x - x_k)$, and
+# $\ell(x) - x^2 = (x - x_k)(x_k + h - x)$, a downward parabola with its maximum $h^2/4$ at the middle. With $N = 16$,
+# $h = 1/8$ and the bound is $1/256 \approx 0.0039$, reached at each interval's midpoint.
+
+# %%
+square = lambda x: x ** 2
+N = 16
+net = interpolating_relu_net(square, np.linspace(-1.0, 1.0, N + 1))
+xs = np.linspace(-1.0, 1.0, 3201)[:, None]
+err = float(np.max(np.abs(np.asarray(forward(net, jnp.asarray(xs, jnp.float32), relu, identity)) - square(xs))))
+print(f"N = {N}: max error {err:.6f}, h²/4 = {(2 / N) ** 2 / 4:.6f}")
+assert abs(err - (2 / N) ** 2 / 4) < 1e-5
