@@ -70,8 +70,12 @@ class Carry(NamedTuple):
 
 def transposed_first(l, delta, A_prev):
     """(B3) as Δ[l]ᵀ written to memory first, then an "NN" product: the layout ``fit``'s scan runs faster with
-    on CPU, where XLA otherwise folds the transpose into a product that contracts the major axis of both
-    operands (``benchmarks/README.md``, "Layout of (B3) in fit"). Elsewhere the plain product."""
+    on CPU for small layers, where XLA otherwise folds the transpose into a product that contracts the major
+    axis of both operands (``benchmarks/README.md``, "Layout choices"). Large layers (A[l-1] of at least
+    ``backprop.IN_ORDER_MIN`` numbers), where it gained no time and cost temp memory, and other platforms
+    take the plain product."""
+    if A_prev.size >= backprop.IN_ORDER_MIN:
+        return delta.T @ A_prev
     D_T = jax.lax.platform_dependent(delta.T, cpu=jax.lax.optimization_barrier, default=lambda t: t)
     return D_T @ A_prev
 

@@ -71,8 +71,8 @@ loss scale of (V4), h the finite-difference step and ``g_ad = jax.grad(f)(θ)``:
 
 **A budget.** Finite differences cost 2 loss evaluations per direction. ``fd_budget`` evaluations are
 spread over the leaves in proportion to √n (at least one direction each; a leaf whose share covers its n
-entries gets every coordinate), evaluated ``chunk`` directions per call of one compiled program (so
-memory stays that of ``chunk`` perturbed copies of θ). The report says where the budget went.
+entries gets every coordinate), evaluated ``DIRECTIONS_PER_CALL`` per call of one compiled program, a few
+at a time (so memory stays that of a few perturbed copies of θ). The report says where the budget went.
 
 The compiled programs are ``jax.jit``'s, with the loss function and θ's structure as static arguments:
 a repeat call with the same function and shapes does not recompile, and ``h`` is an argument.
@@ -97,8 +97,8 @@ PRECISIONS = {"float64": (1e-9, 1e-6), "float32": (1e-5, 1e-4)}  # (rtol_autodif
 KINKS = ("allow", "strict")
 FD_BUDGET = 768  # loss evaluations of the finite differences, 2 per direction
 KINK_ENTRIES = 64  # entries of E judged by (V7)-(V9) at most; more fail the check
-CHUNK_NUMBERS = 1 << 21  # perturbed copies of θ per compiled call × θ's size
-MAX_CHUNK = 64  # directions per compiled call at most
+DIRECTIONS_PER_CALL = 64  # directions per call of the compiled finite-difference program
+BATCH_NUMBERS = 1 << 18  # directions vmapped together × θ's size: large θ one direction at a time
 OFF_KINK = 1e-4  # the relative size of the off-kink perturbation (V9)
 _EPS = float(np.finfo(np.float64).eps)
 
@@ -169,31 +169,35 @@ def _reference(flat, traced, *, loss_fn, layout, static, seed):
     return f0, g_ad, jnp.abs(grads[1] - g_ad), jitter
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "layout", "static", "seed"))
-def _differences(flat, traced, G, leaf, coord, direction, h, *, loss_fn, layout, static, seed):
+@functools.partial(jax.jit, static_argnames=("loss_fn", "layout", "static", "seed", "batch"))
+def _differences(flat, traced, G, leaf, coord, direction, h, *, loss_fn, layout, static, seed, batch):
     """f(θ ± h v) along one chunk of directions, with what (V3)-(V8) need of each: ``(f₊, f₋, t₊, t₋, G s / 2h,
     ⟨g_ad, skew⟩)``, t± the steps actually taken along v, s the central step, ``G`` the (2, P) stack of the
     checked gradient and jax.grad's. Direction k perturbs leaf ``leaf[k]``: along coordinate ``coord[k]``, or,
-    where that is -1, along the pseudo-random ±1/√n vector of ``direction[k]``."""
+    where that is -1, along the pseudo-random ±1/√n vector of ``direction[k]``. The directions run ``batch``
+    at a time (a ``lax.map``): vmapped forward passes with different weights ran slower than one after the
+    other on CPU for large θ, faster for small ones."""
     f = _loss_of_flat(loss_fn, layout, static)
     sizes = jnp.asarray([math.prod(s) for s in layout[1]], jnp.int32)
     offsets = jnp.cumsum(sizes) - sizes
     idx = jnp.arange(flat.size)
 
-    def one(j, i, d):
+    def one(jid):
+        j, i, d = jid
         start, n = offsets[j], sizes[j]
         random_v = jnp.where((idx >= start) & (idx < start + n), signs(seed, d, flat.size, flat.dtype), 0)
         v = jnp.where(i >= 0, (idx == start + i).astype(flat.dtype), random_v / jnp.sqrt(n.astype(flat.dtype)))
         plus, minus = flat + h * v, flat - h * v  # rounded: a large |θ| moves by less than h
-        f_plus, f_minus = jax.vmap(f, in_axes=(0, None))(jnp.stack([plus, minus]), traced)
+        f_plus, f_minus = f(plus, traced), f(minus, traced)
         step, skew = plus - minus, plus + minus - 2 * flat
         return f_plus, f_minus, v @ (plus - flat), v @ (flat - minus), G @ step / (2 * h), G[1] @ skew
 
-    return jax.vmap(one)(leaf, coord, direction)
+    return jax.lax.map(one, (leaf, coord, direction), batch_size=batch)
 
 
-def _chunk(P: int) -> int:
-    return int(max(1, min(MAX_CHUNK, CHUNK_NUMBERS // max(P, 1))))
+def _batch(P: int) -> int:
+    """Directions evaluated side by side (vmapped) inside :func:`_differences`: ``BATCH_NUMBERS`` over θ's size."""
+    return int(max(1, min(DIRECTIONS_PER_CALL, BATCH_NUMBERS // max(P, 1))))
 
 
 # ----------------------------------------------------------------------------------------- the problem
@@ -273,11 +277,12 @@ class _Problem:
         n = len(leaf)
         if n == 0:
             return tuple(np.zeros((0,) + s) for s in ((), (), (), (), (2,), ()))
-        chunk = _chunk(self.flat.size)
+        chunk = DIRECTIONS_PER_CALL
         pad = -n % chunk
         arrays = [np.concatenate([a, np.repeat(a[-1:], pad)]).astype(np.int32) for a in (leaf, coord, direction)]
         parts = [_differences(flat, self.traced, G, *(a[s:s + chunk] for a in arrays), h,
-                              loss_fn=self.loss_fn, layout=self.layout, static=self.static, seed=self.seed)
+                              loss_fn=self.loss_fn, layout=self.layout, static=self.static, seed=self.seed,
+                              batch=_batch(self.flat.size))
                  for s in range(0, n + pad, chunk)]
         return tuple(np.concatenate([np.asarray(p[k]) for p in parts])[:n] for k in range(6))
 
@@ -697,11 +702,11 @@ def _check_loss(value, f0: float, rtol: float, swapped: bool) -> LossCheck:
 def finite_difference_grads(loss_of_params, params, h: float = 1e-6):
     """Central finite differences (V3) along every coordinate of ``params``, as a params pytree.
 
-    All 2P evaluations run in one compiled ``lax.map``, in chunks of at most ``CHUNK_NUMBERS`` numbers of
-    perturbed parameters, so that memory stays bounded however many parameters there are.
+    All 2P evaluations run in one compiled ``lax.map``, at most ``BATCH_NUMBERS`` numbers of perturbed
+    parameters at a time, so that memory stays bounded however many parameters there are.
     """
     flat, unravel = ravel_pytree(params)
     f = lambda v: loss_of_params(unravel(v))
     one_direction = lambda i: (f(flat.at[i].add(h)) - f(flat.at[i].add(-h))) / (2 * h)  # (V3)
-    fd = jax.jit(lambda idx: jax.lax.map(one_direction, idx, batch_size=_chunk(flat.size)))(jnp.arange(flat.size))
+    fd = jax.jit(lambda idx: jax.lax.map(one_direction, idx, batch_size=_batch(flat.size)))(jnp.arange(flat.size))
     return unravel(fd)
