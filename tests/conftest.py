@@ -60,3 +60,17 @@ def sgd32(problem32):
     import _training
 
     return _training.run(*problem32)
+
+
+@pytest.fixture
+def jax_cache_settings():
+    """enable_compilation_cache changes three jax settings for the process: put them back after the test."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    saved = {name: getattr(jax.config, name) for name in names}
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()

@@ -24,18 +24,9 @@ from jaxmlp.types import Layer
 
 
 @pytest.fixture(autouse=True)
-def isolated_compilation_cache(tmp_path_factory, monkeypatch):
+def isolated_compilation_cache(tmp_path_factory, monkeypatch, jax_cache_settings):
     """The CLI's default cache goes to a temporary directory; jax's cache settings are restored after."""
-    from jax.experimental.compilation_cache import compilation_cache
-
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    saved = {name: getattr(jax.config, name) for name in names}
-    yield
-    for name, value in saved.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
 
 XOR = ["train", "--dataset", "xor", "--sizes", "2,8,1", "--activation", "tanh", "--epochs", "30",
        "--batch-size", "32"]

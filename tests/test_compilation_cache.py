@@ -103,21 +103,6 @@ def test_import_changes_no_jax_setting_and_imports_no_optional_dependency():
 
 # ---- a directory only its owner can write ----------------------------------------------------------------
 
-@pytest.fixture
-def jax_cache_settings():
-    """enable_compilation_cache changes three jax settings for the process: put them back after the test."""
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache as jax_cache
-
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    saved = {name: getattr(jax.config, name) for name in names}
-    yield
-    for name, value in saved.items():
-        jax.config.update(name, value)
-    jax_cache.reset_cache()
-
-
 def test_the_directory_is_created_owner_only(tmp_path, jax_cache_settings):
     path = compilation_cache.enable_compilation_cache(tmp_path / "new" / "cache")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
