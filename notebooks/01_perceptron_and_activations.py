@@ -57,7 +57,6 @@ import numpy as np
 from jax.scipy.special import erf
 
 import jaxmlp
-from jaxmlp import datasets
 
 FIGURES = Path("figures")
 FIGURES.mkdir(exist_ok=True)
@@ -179,12 +178,24 @@ assert collapse_gap < 1e-12
 # | sigmoid | $\dfrac{1}{1+e^{-z}}$ | $\sigma(z)\,(1-\sigma(z))$ | $(0, 1)$ | (4) |
 # | tanh | $\dfrac{e^z - e^{-z}}{e^z + e^{-z}}$ | $1-\tanh^2 z$ | $(-1, 1)$, zero-centred | (5) |
 # | ReLU | $\max(0, z)$ | $1$ if $z>0$, $0$ if $z<0$ | $[0, \infty)$ | (6) |
-# | leaky ReLU | $z$ if $z \ge 0$, $\alpha z$ if $z<0$ ($\alpha = 0.01$) | exercise 1 | $(-\infty, \infty)$ | (7) |
+# | leaky ReLU | $z$ if $z \ge 0$, $\alpha z$ if $z<0$ ($\alpha = 0.01$) | $1$ if $z>0$, $\alpha$ if $z<0$ | $(-\infty, \infty)$ | (7) |
 # | GELU | $z\,\Phi(z)$ | $\Phi(z) + z\,\varphi(z)$ | $[-0.17, \infty)$ | (8) |
 #
 # For GELU, $\Phi(z) = \tfrac12\big(1 + \operatorname{erf}(z/\sqrt2)\big)$ is the standard normal cumulative
 # distribution function and $\varphi(z) = e^{-z^2/2}/\sqrt{2\pi}$ its density; σ' is the product rule with
-# $\Phi' = \varphi$. ReLU has no derivative at $z = 0$ (a kink); code must pick a value there, and JAX picks 0.
+# $\Phi' = \varphi$. GELU ("Gaussian error linear unit", Hendrycks and Gimpel 2016) is the activation of the
+# feed-forward layers of Transformers such as BERT and GPT-2 (the lesson's "GELU (Transformers)"). Those models
+# compute it with a cheaper **tanh approximation** of Φ,
+#
+# $$\operatorname{GELU}(z) \approx \tfrac12\, z \left(1 + \tanh\!\Big(\sqrt{2/\pi}\,\big(z + 0.044715\, z^3\big)\Big)\right)
+#   \qquad (8')$$
+#
+# which is also what `jax.nn.gelu` computes by default (`approximate=True`); we use the exact form (8) and
+# measure the gap below.
+#
+# ReLU and leaky ReLU have a kink at $z = 0$, where they have no derivative. Code returns some value there
+# anyway, and *which* value depends on how the function is written, not on mathematics: the table's σ' leaves
+# $z = 0$ out, and the cell after the next one shows what JAX returns.
 #
 # We write each function and derivative by hand, then check them against JAX's own (`jax.nn`) and against
 # automatic differentiation. `jax.grad(f)` is a new function that returns the derivative of a scalar function
@@ -196,11 +207,12 @@ def normal_cdf(z):
     return 0.5 * (1 + erf(z / math.sqrt(2)))
 
 
-activations = {  # name: (σ, σ' written by hand or None, jax.nn's σ)
+activations = {  # name: (σ, σ' written by hand, jax.nn's σ)
     "sigmoid": (sigmoid, lambda z: sigmoid(z) * (1 - sigmoid(z)), jax.nn.sigmoid),       # (4)
     "tanh": (jnp.tanh, lambda z: 1 - jnp.tanh(z) ** 2, jnp.tanh),                        # (5)
-    "relu": (lambda z: jnp.where(z > 0, z, 0.0), lambda z: jnp.where(z > 0, 1.0, 0.0), jax.nn.relu),  # (6)
-    "leaky_relu": (lambda z: jnp.where(z >= 0, z, 0.01 * z), None, jax.nn.leaky_relu),  # (7)
+    "relu": (lambda z: jnp.where(z > 0, z, 0.0), lambda z: jnp.where(z > 0, 1.0, 0.0), jax.nn.relu),    # (6)
+    "leaky_relu": (lambda z: jnp.where(z >= 0, z, 0.01 * z), lambda z: jnp.where(z >= 0, 1.0, 0.01),  # (7)
+                   jax.nn.leaky_relu),
     "gelu": (lambda z: z * normal_cdf(z),                                               # (8)
              lambda z: normal_cdf(z) + z * jnp.exp(-z ** 2 / 2) / math.sqrt(2 * math.pi),
              partial(jax.nn.gelu, approximate=False)),
@@ -209,31 +221,85 @@ activations = {  # name: (σ, σ' written by hand or None, jax.nn's σ)
 zs = jnp.linspace(-4.0, 4.0, 801)  # contains z = 0
 for name, (f, df, f_jax) in activations.items():
     value_gap = float(jnp.max(jnp.abs(f(zs) - f_jax(zs))))
-    autodiff = jax.vmap(jax.grad(f_jax))(zs)
-    grad_gap = float(jnp.max(jnp.abs(df(zs) - autodiff))) if df else None
-    print(f"{name:>10}: max |σ - jax.nn| = {value_gap:.1e},  max |σ' by hand - jax.grad| = "
-          + (f"{grad_gap:.1e}" if df else "(exercise 1)"))
-    assert value_gap < 1e-6 and (df is None or grad_gap < 1e-6)
+    grad_gap = float(jnp.max(jnp.abs(df(zs) - jax.vmap(jax.grad(f_jax))(zs))))
+    print(f"{name:>10}: max |σ - jax.nn| = {value_gap:.1e},  max |σ' by hand - jax.grad| = {grad_gap:.1e}")
+    assert value_gap < 1e-6 and grad_gap < 1e-6
+
+
+def gelu_tanh(z):
+    """(8'), the tanh approximation of GELU."""
+    return 0.5 * z * (1 + jnp.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3)))
+
+
+zs_wide = jnp.linspace(-10.0, 10.0, 20001)
+approx_gap = float(jnp.max(jnp.abs(gelu_tanh(zs_wide) - activations["gelu"][0](zs_wide))))
+jax_gap = float(jnp.max(jnp.abs(gelu_tanh(zs_wide) - jax.nn.gelu(zs_wide))))  # approximate=True by default
+print(f"GELU: max |(8') - (8)| on [-10, 10] = {approx_gap:.1e};  max |(8') - jax.nn.gelu| = {jax_gap:.1e}")
+assert 4e-4 < approx_gap < 5e-4 and jax_gap < 1e-6
 
 # %% [markdown]
-# Both gaps are float32 rounding, for every z of the grid, the kink z = 0 included. The figure draws σ (solid), the
-# hand-written σ' (dashed; for leaky ReLU, whose σ' is exercise 1, `jax.grad`'s) and shades each function's output
-# range:
+# Both gaps are float32 rounding, for every z of the grid, the kink z = 0 included: there, our `where(z > 0, …)`
+# ReLU and `jax.nn.relu` both give slope 0, our leaky ReLU and `jax.nn.leaky_relu` (both `where(z >= 0, …)`) slope
+# 1. The tanh approximation (8') stays within $5 \times 10^{-4}$ of the exact GELU on $[-10, 10]$ (and beyond, where
+# both are 0 or z), far below what matters for training.
+#
+# That agreement at the kink is a convention shared by these implementations, not a fact about ReLU. The same
+# function written another way gets another "derivative" at 0: `jax.grad` of `jnp.maximum(z, 0.)` returns ½
+# (JAX splits a tie of `maximum` evenly between its two arguments), and `jax.grad(jnp.abs)(0.)` returns 1.
+# Notebook 2's hand-written network, `mlp_by_hand.py`, computes ReLU as `jnp.maximum(z, 0)` but writes its
+# derivative by hand as `(z > 0)`, which gives 0 at the kink:
+
+# %%
+import mlp_by_hand  # notebook 2's plain-JAX network; only its ReLU derivative is used here
+
+at_kink = {
+    "jax.grad(jax.nn.relu)(0.)": jax.grad(jax.nn.relu)(0.0),
+    "jax.grad of where(z > 0, z, 0.) at 0": jax.grad(activations["relu"][0])(0.0),
+    "jax.grad of jnp.maximum(z, 0.) at 0": jax.grad(lambda z: jnp.maximum(z, 0.0))(0.0),
+    "jax.grad(jnp.abs)(0.)": jax.grad(jnp.abs)(0.0),
+    "mlp_by_hand's hand-written relu' at 0": mlp_by_hand.ACTIVATIONS["relu"][1](jnp.array(0.0)),
+}
+for name, value in at_kink.items():
+    print(f"{name:>38}: {float(value)}")
+assert [float(v) for v in at_kink.values()] == [0.0, 0.0, 0.5, 1.0, 0.0]
+
+# %% [markdown]
+# This rarely matters in training, since a pre-activation exactly equal to 0.0 is rare (zero initialization is the
+# exception: it puts every $z$ at 0, notebook 3). It matters when checking a gradient *at* a kink: two correct
+# implementations can disagree there.
+#
+# The figure draws σ (solid), the hand-written σ' (dashed; for ReLU and leaky ReLU, whose σ' jumps at 0, the two
+# sides are drawn separately, with a dot at the value our code takes at 0), and shades each function's output
+# range. Leaky ReLU's slope α = 0.01 for $z < 0$ is too small to see at this scale: the inset magnifies it.
 
 # %%
 zs = jnp.linspace(-5.0, 5.0, 1001)
 ranges = {"sigmoid": (0, 1, "(0, 1)"), "tanh": (-1, 1, "(-1, 1)"), "relu": (0, None, "[0, ∞)"),
           "leaky_relu": (None, None, "(-∞, ∞)"), "gelu": (-0.17, None, "[-0.17, ∞)")}
-fig, axes = plt.subplots(1, 5, figsize=(17, 3.6), sharex=True, sharey=True)
-for ax, (name, (f, df, f_jax)) in zip(axes, activations.items()):
+fig, axes = plt.subplots(1, 5, figsize=(18, 4), sharex=True, sharey=True)
+for ax, (name, (f, df, _)) in zip(axes, activations.items()):
     lo, hi, range_text = ranges[name]
     ax.axhspan(-2 if lo is None else lo, 5 if hi is None else hi, color="C2", alpha=0.1, label="output range")
-    ax.plot(zs, f(zs), lw=2, label="σ(z)")
-    ax.plot(zs, (df or jax.vmap(jax.grad(f_jax)))(zs), "--", lw=2, label="σ'(z)")
+    ax.plot(zs, f(zs), lw=2, color="C0", label="σ(z)")
+    if name in ("relu", "leaky_relu"):  # σ' jumps at 0: draw each side alone, no vertical segment, and σ'(0)
+        for side in (zs[zs < 0], zs[zs > 0]):
+            ax.plot(side, df(side), "--", lw=2, color="C1", label="σ'(z)" if side[0] > 0 else None)
+        ax.plot(0, float(df(0.0)), "o", color="C1", ms=5, label="σ'(0) in our code")
+    else:
+        ax.plot(zs, df(zs), "--", lw=2, color="C1", label="σ'(z)")
     ax.axhline(0, color="0.6", lw=0.8)
     ax.axvline(0, color="0.6", lw=0.8)
-    ax.set_title(f"{name}: range {range_text}", fontsize=10)
+    ax.set_title(f"{name}: range {range_text}", fontsize=11)
     ax.set(xlabel="z", ylim=(-1.5, 3))
+inset = axes[3].inset_axes([0.06, 0.5, 0.5, 0.42])  # leaky ReLU for z < 0, magnified
+left = zs[zs < 0]
+inset.plot(left, activations["leaky_relu"][0](left), lw=2, color="C0")
+inset.plot(left, activations["leaky_relu"][1](left), "--", lw=2, color="C1")
+inset.axhline(0, color="0.6", lw=0.8)
+inset.set(xlim=(-5, 0), ylim=(-0.06, 0.02), yticks=[-0.05, 0, 0.01], title="z < 0, magnified: σ = 0.01 z, σ' = 0.01")
+inset.title.set_fontsize(8)
+inset.tick_params(labelsize=7)
+axes[3].legend(fontsize=8, loc="lower right")
 axes[0].legend(fontsize=8, loc="upper left")
 fig.tight_layout()
 show(fig, "01_activations.png")
@@ -273,31 +339,42 @@ k1, k2, k3 = jax.random.split(jax.random.key(2), 3)
 z_in = jax.random.normal(k1, (10_000,))
 W_next = jax.random.normal(k2, (8, 16)) / 4
 target = jax.random.normal(k3, (8,))
-fig, axes = plt.subplots(1, 4, figsize=(16, 3.2), gridspec_kw=dict(width_ratios=[1.4, 1, 1, 1]))
-same_sign = {}
+fig, axes = plt.subplots(1, 3, figsize=(16, 3.6), gridspec_kw=dict(width_ratios=[1.4, 1, 1]))
+same_sign, rank_one = {}, {}
 for name, color in (("sigmoid", "C0"), ("tanh", "C1"), ("relu", "C2")):
     f = activations[name][0]
     axes[0].hist(np.asarray(f(z_in)), bins=80, range=(-1, 3), density=True, alpha=0.5, color=color,
                  label=f"{name}: mean {float(f(z_in).mean()):.2f}")
     a = f(z_in[:16])                                       # one example's 16 activities
     g = jax.grad(lambda W: jnp.sum((W @ a - target) ** 2))(W_next)
+    delta = 2 * (W_next @ a - target)                      # δ_j = ∂L/∂z_j for z = W a
     same_sign[name] = int(jnp.sum(jnp.all(g >= 0, axis=1) | jnp.all(g <= 0, axis=1)))
+    rank_one[name] = bool(jnp.all(jnp.sign(g) == jnp.outer(jnp.sign(delta), jnp.sign(a))))
     if name != "relu":
-        ax = axes[2 if name == "sigmoid" else 3]
+        ax = axes[1 if name == "sigmoid" else 2]
         ax.imshow(np.sign(np.asarray(g)), cmap="coolwarm", vmin=-1, vmax=1)
-        ax.set(title=f"{name}: sign of ∂L/∂W (8×16)\n{same_sign[name]} of 8 rows of one sign", xlabel="k", ylabel="j")
+        ax.set(title=f"{name}: sign of ∂L/∂W_jk (red +, blue −)\n{same_sign[name]} of 8 rows of one sign",
+               xlabel="k (input a_k)", ylabel="j (unit, δ_j)")
 axes[0].set(xlabel="a = σ(z), z ~ N(0, 1)", ylabel="density", title="activations (ReLU: half at 0)", ylim=(0, 4))
-axes[0].legend(fontsize=8)
-axes[1].axis("off")
-axes[1].text(0, 0.5, "red: ∂L/∂W_jk > 0\nblue: ∂L/∂W_jk < 0\n\n∂L/∂W_jk = δ_j a_k:\nsigmoid's a_k > 0,\n"
-             "so row j has\nthe sign of δ_j", va="center", fontsize=10)
+axes[0].legend(fontsize=9)
 fig.tight_layout()
 show(fig, "01_zero_centring.png")
 print("rows of one sign (of 8):", same_sign)
+print("sign(∂L/∂W_jk) = sign(δ_j) sign(a_k) for every entry:", rank_one)
+negative = np.flatnonzero(np.asarray(jnp.tanh(z_in[:16])) < 0)
+print(f"tanh: the activities a_k < 0 are those of columns k = {negative.tolist()}")
 assert abs(float(jnp.tanh(z_in).mean())) < 0.02 and abs(float(sigmoid(z_in).mean()) - 0.5) < 0.01
-assert same_sign["sigmoid"] == same_sign["relu"] == 8 and same_sign["tanh"] < 8
+assert same_sign["sigmoid"] == same_sign["relu"] == 8 and same_sign["tanh"] < 8 and all(rank_one.values())
+assert len(negative) == 4
 
 # %% [markdown]
+# Both heat maps are an outer product of signs: since $\partial L/\partial W_{jk} = \delta_j\, a_k$, the sign of
+# entry $(j, k)$ is $\operatorname{sign}(\delta_j) \cdot \operatorname{sign}(a_k)$ (checked on every entry above).
+# Every row is therefore the same pattern of signs, $\operatorname{sign}(a_k)$ along $k$, or its negation, picked by
+# $\operatorname{sign}(\delta_j)$: hence the stripes. With sigmoid every $a_k > 0$, so the pattern is all +
+# and each row is uniform, red or blue; with tanh, 4 of this example's 16 activities $a_k$ are negative, and
+# those 4 columns have the opposite colour to the rest of their row, in every row.
+#
 # ReLU's activities are ≥ 0 too, so its rows are of one sign as well (with zeros where $a_k = 0$).
 # This is one reason tanh was preferred over sigmoid for hidden layers before ReLU; the next sections show the
 # stronger one, the size of σ'.
@@ -358,7 +435,13 @@ show(draw_mlp(lesson_sizes), "01_mlp.png")
 # `@jax.jit` compiles `forward`: on its first call for given shapes JAX traces the Python function into a graph of
 # array operations, XLA compiles that graph, and later calls with the same shapes run the compiled program (much
 # faster than running the operations one by one). Arguments that are not arrays, like the functions `sigma` and
-# `sigma_out`, must be declared *static*: a new value means a new compilation.
+# `sigma_out`, must be declared *static*: a new value means a new compilation. Every `jax.jit` in these notebooks
+# works this way.
+#
+# `params` is a *pytree*: a nested structure of Python containers (lists, tuples, dicts) whose leaves are arrays.
+# JAX's functions accept pytrees: `jax.tree.leaves(params)` lists the arrays (here 8: a `W` and a `b` per layer),
+# `jax.tree.map(f, params)` applies `f` to every leaf and keeps the structure, and `jax.grad` of a function of
+# `params` returns a pytree of the same structure, one gradient array per parameter array.
 
 # %%
 def init_mlp(key, sizes, gain=1.0):
@@ -386,12 +469,9 @@ print(f"parameters: {n_params};  ŷ for a batch of 4: {np.round(np.asarray(forwa
 assert n_params == 5 * 64 + 64 + 64 * 32 + 32 + 32 * 16 + 16 + 16 + 1 == 3009
 
 # %% [markdown]
-# `params` is a *pytree*: a nested structure (lists, tuples, dicts) whose leaves are arrays. JAX's functions
-# accept pytrees: `jax.tree.leaves(params)` lists the 8 arrays, `jax.tree.map(f, params)` applies `f` to every
-# leaf and keeps the structure, and `jax.grad` of a function of `params` returns a pytree of the same structure.
-#
-# The library this project builds, `jaxmlp`, stores the same layers as `jaxmlp.Layer(W, b)` and computes the same
-# forward pass:
+# **The library does the same.** This is the only cell of the notebook that uses the library this project
+# builds, `jaxmlp` (the appendix notebook tours it): it stores the same layers as `jaxmlp.Layer(W, b)` and
+# computes the same forward pass.
 
 # %%
 as_layers = tuple(jaxmlp.Layer(W, b) for W, b in params)
@@ -526,9 +606,8 @@ assert 1.35 < factors["relu"][0] < 1.5 and 0.68 < factors["relu"][1] < 0.78 and 
 # $$\theta \leftarrow \theta - \eta\, \frac{\partial L}{\partial \theta} \qquad (14)$$
 #
 # Each step uses all the training examples. `jax.value_and_grad(loss)` returns the loss and its gradient
-# (a pytree shaped like `params`), `jax.tree.map` applies (14) to every array, and `jax.jit` compiles the step: JAX
-# traces the Python function once for the given shapes, compiles it with XLA, and reruns the compiled program on
-# later calls. `sigma` is marked static: a change of activation means a new program.
+# (a pytree shaped like `params`), `jax.tree.map` applies (14) to every array, and `jax.jit` compiles the step, as
+# in section 4 (`sigma` static).
 
 # %%
 def bce(y_hat, y):
@@ -561,15 +640,41 @@ def accuracy(params, X, Y, sigma=jnp.tanh):
 # %% [markdown]
 # ## 7. XOR: one neuron fails, one hidden layer succeeds
 #
-# `datasets.load("xor")` draws 400 points in the four quadrants (320 for training, 80 for testing), with label
-# $y = 1$ where $x_1 x_2 > 0$ (first and third quadrants). No line separates the two classes, so a single neuron,
+# The data: 400 points in the four quadrants, each coordinate a random sign times a number drawn uniformly in
+# $[0.1, 1]$ (so the points keep a margin of 0.1 from the axes), with label $y = 1$ where $x_1 x_2 > 0$ (first and
+# third quadrants). We keep 80 of them, 20 % of each class drawn at random, as a test set, train on the other 320,
+# and standardize both with the training set's mean and standard deviation per input (the same points as the
+# library's `xor` dataset). No line separates the two classes, so a single neuron,
 # the network `[2, 1]`, gets at most three quadrants right. Trained on (13) it does worse: the data are symmetric,
 # and the line that minimizes the cross-entropy is the one that commits to nothing, $\hat y \approx \tfrac12$
 # everywhere, with loss $\approx \ln 2 \approx 0.693$. The MLP `[2, 8, 1]` with tanh hidden units bends the boundary.
 # Both: 1000 steps of gradient descent with η = 1.
 
 # %%
-x_tr, y_tr, x_te, y_te = datasets.load("xor")
+def make_xor(rng, n):
+    x = rng.choice([-1.0, 1.0], size=(n, 2)) * rng.uniform(0.1, 1.0, size=(n, 2))  # a random sign times U(0.1, 1)
+    return x, (x[:, 0] * x[:, 1] > 0).astype(np.int64)                              # y = 1 where x₁ x₂ > 0
+
+
+def split_and_standardize(x, y, rng, test_fraction=0.2):
+    """(x_train, y_train, x_test, y_test) as float32 JAX arrays, y of shape (N, 1): a stratified random split,
+    and the inputs standardized with the training set's mean and standard deviation."""
+    test = np.concatenate([rng.permutation(np.flatnonzero(y == c))[: round(test_fraction * np.sum(y == c))]
+                           for c in np.unique(y)])
+    train = rng.permutation(np.setdiff1d(np.arange(len(y)), test))
+    test = rng.permutation(test)
+    mean, std = x[train].mean(axis=0), x[train].std(axis=0)
+    as_jax = lambda a: jnp.asarray(a, jnp.float32)
+    return (as_jax((x[train] - mean) / std), as_jax(y[train, None]),
+            as_jax((x[test] - mean) / std), as_jax(y[test, None]))
+
+
+rng = np.random.default_rng(0)
+x_tr, y_tr, x_te, y_te = split_and_standardize(*make_xor(rng, 400), rng)
+print(f"XOR: {len(x_tr)} training and {len(x_te)} test points, fraction with y = 1: {float(y_tr.mean()):.2f}")
+assert (len(x_tr), len(x_te)) == (320, 80)
+
+# %%
 xor_models, xor_results = {}, {}
 for sizes in ([2, 1], [2, 8, 1]):
     trained, losses = train(init_mlp(jax.random.key(0), sizes), x_tr, y_tr, lr=1.0, steps=1000)
@@ -635,12 +740,23 @@ assert separated
 #
 # ## 8. Watching a decision boundary form
 #
-# The two moons dataset (`datasets.load("moons")`, two interleaved half circles with noise) trained with
-# `[2, 16, 16, 1]`, tanh, gradient descent with η = 0.2. We stop at a few step counts and draw the boundary each
+# The two moons: 400 points, half on the upper half circle $(\cos t, \sin t)$ (label 0), half on a lower half circle
+# shifted right and down, $(1 - \cos t, \tfrac12 - \sin t)$ (label 1), with $t$ uniform in $[0, \pi]$ and Gaussian
+# noise of standard deviation 0.1 added to each coordinate (as scikit-learn's `make_moons`), then split and
+# standardized as above. We train `[2, 16, 16, 1]`, tanh, with gradient descent at η = 0.2. We stop at a few step counts and draw the boundary each
 # time: it starts as a smooth, nearly linear curve (a random network) and bends around the moons as the loss falls.
 
 # %%
-m_tr, my_tr, m_te, my_te = datasets.load("moons")
+def make_moons(rng, n):
+    y = np.arange(n) % 2
+    t = rng.uniform(0.0, np.pi, size=n)
+    upper = np.stack([np.cos(t), np.sin(t)], axis=1)              # y = 0
+    lower = np.stack([1.0 - np.cos(t), 0.5 - np.sin(t)], axis=1)  # y = 1
+    return np.where(y[:, None] == 0, upper, lower) + 0.1 * rng.standard_normal((n, 2)), y
+
+
+rng = np.random.default_rng(0)
+m_tr, my_tr, m_te, my_te = split_and_standardize(*make_moons(rng, 400), rng)
 grid_x = jnp.linspace(-2.5, 2.5, 161)
 mgx, mgy = jnp.meshgrid(grid_x, grid_x)
 m_points = jnp.stack([mgx.ravel(), mgy.ravel()], axis=1)
@@ -735,7 +851,7 @@ show(fig, "01_dead_relus.png")
 # back, as the first layer changes beneath them). With η = 1 training is faster (a lower final loss), but many more
 # second-layer units end up dead: large steps push some units' pre-activations below 0 for every input, and from
 # then on they receive no gradient of their own.
-# This is one reason learning rates for ReLU networks are kept moderate, and why leaky ReLU (exercise 1) keeps a
+# This is one reason learning rates for ReLU networks are kept moderate, and why leaky ReLU (7) keeps a
 # slope α for $z < 0$: its units always receive some gradient.
 #
 # ## 10. What one hidden layer can do: universal approximation
@@ -744,7 +860,7 @@ show(fig, "01_dead_relus.png")
 # Leshno, Lin, Pinkus and Schocken 1993 for every continuous σ that is not a polynomial, ReLU included): for any
 # continuous function $f$ on a closed and bounded set $K \subset \mathbb R^n$ and any tolerance ε > 0, there is a
 # network with **one** hidden layer of some number $N$ of units and a linear output,
-# $\text{net}(x) = \sum_{k=1}^{N} c_k\, \sigma(w_k^\top x + b_k) + c_0$, such that
+# $\text{net}(x) = \sum_{k=1}^{N} v_k\, \sigma(w_k^\top x + b_k) + d$ (output weights $v_k$, output bias $d$), such that
 # $|\text{net}(x) - f(x)| < \varepsilon$ for **every** $x \in K$.
 #
 # What it does **not** say:
@@ -793,13 +909,13 @@ for N in (8, 32, 128):
     axes[1].plot(x_in, np.abs(out(x_in) - f(x_in)), lw=1, label=f"N = {N}")
 axes[0].axvspan(-np.pi, np.pi, color="C2", alpha=0.08, label="K = [-π, π]")
 axes[0].set(xlabel="x", ylabel="output", ylim=(-3, 3), title="one hidden ReLU layer, weights set by hand (15)")
+ratios = [errors[8][0] / errors[32][0], errors[32][0] / errors[128][0]]
 axes[1].set(xlabel="x", ylabel="|net(x) - f(x)|", yscale="log", ylim=(1e-6, 1),
-            title="error on K: each 4× more units, about 16× smaller")
+            title=f"error on K: 4× more units, {ratios[0]:.0f}× then {ratios[1]:.0f}× smaller")
 axes[0].legend(fontsize=8, loc="lower left")
 axes[1].legend(fontsize=8, loc="upper center", ncol=3)
 fig.tight_layout()
 show(fig, "01_universal_approximation.png")
-ratios = [errors[8][0] / errors[32][0], errors[32][0] / errors[128][0]]
 print("error ratio for each 4x more units:", np.round(ratios, 1))
 
 # %% [markdown]
@@ -833,8 +949,10 @@ assert all(0.99 < e[1] <= 1.0 + 1e-3 and e[2] > 4 for e in errors.values())
 #
 # Solutions are at the end of the notebook; try first.
 #
-# 1. **Leaky ReLU's derivative.** Write σ'(z) for leaky ReLU (7) with α = 0.01, as a function `leaky_relu_grad(z)`,
-#    and check it against `jax.grad(jax.nn.leaky_relu)` on a grid of z (what does JAX use at z = 0?).
+# 1. **SiLU, GELU's cousin.** The SiLU (or swish), $\sigma(z) = z\, s(z)$ with $s$ the sigmoid, replaces Φ in
+#    GELU by the sigmoid. Derive σ'(z), write it as `silu_grad(z)` and check it against `jax.grad(jax.nn.silu)` on
+#    a grid of z. Then find the minimum of σ (GELU's is −0.17 near z = −0.75): where is it, and show that there
+#    $\sigma(z^*) = z^* + 1$.
 # 2. **tanh is a rescaled sigmoid.** Show that $\tanh z = 2\sigma(2z) - 1$, and from it and
 #    $\sigma' = \sigma(1-\sigma)$ derive $\tanh' = 1 - \tanh^2$. Check both numerically.
 # 3. **XOR by hand.** Find weights for a `[2, 2, 1]` network with ReLU hidden units and an identity output that
@@ -850,18 +968,29 @@ assert all(0.99 < e[1] <= 1.0 + 1e-3 and e[2] > 4 for e in errors.values())
 # %% [markdown]
 # ## Solutions
 #
-# **1.** For $z > 0$ the function is $z$, slope 1; for $z < 0$ it is $0.01 z$, slope 0.01. At $z = 0$ there is a
-# kink; `jax.nn.leaky_relu` is `where(z >= 0, z, α z)`, so autodiff takes the $z \ge 0$ branch: slope 1.
+# **1.** By the product rule with $s' = s(1 - s)$: $\sigma'(z) = s(z) + z\, s(z)\,(1 - s(z))$. At the minimum
+# $\sigma'(z^*) = 0$, that is $1 + z^*(1 - s(z^*)) = 0$ (divide by $s > 0$), so $s(z^*) = 1 + 1/z^*$ and
+# $\sigma(z^*) = z^* s(z^*) = z^* + 1$. The equation has no closed form; bisection gives $z^* \approx -1.278$ and
+# $\sigma(z^*) \approx -0.278$, a deeper dip than GELU's.
 
 # %%
-def leaky_relu_grad(z, alpha=0.01):
-    return jnp.where(z >= 0, 1.0, alpha)
+def silu_grad(z):
+    return sigmoid(z) + z * sigmoid(z) * (1 - sigmoid(z))
 
 
-zs = jnp.linspace(-3.0, 3.0, 601)
-gap = float(jnp.max(jnp.abs(leaky_relu_grad(zs) - jax.vmap(jax.grad(jax.nn.leaky_relu))(zs))))
-print(f"max |by hand - jax.grad| = {gap}; at z = 0 JAX gives {float(jax.grad(jax.nn.leaky_relu)(0.0))}")
-assert gap == 0.0
+zs = jnp.linspace(-10.0, 10.0, 20001)
+gap = float(jnp.max(jnp.abs(silu_grad(zs) - jax.vmap(jax.grad(jax.nn.silu))(zs))))
+s64 = lambda z: 1 / (1 + math.exp(-z))  # the sigmoid in float64, for the root
+lo, hi = -2.0, -1.0                     # σ'(-2) < 0 < σ'(-1): bisect σ'(z*) = 0
+for _ in range(60):
+    mid = (lo + hi) / 2
+    lo, hi = (mid, hi) if s64(mid) * (1 + mid * (1 - s64(mid))) < 0 else (lo, mid)
+z_star = (lo + hi) / 2
+silu_min = z_star * s64(z_star)
+print(f"max |silu_grad - jax.grad(jax.nn.silu)| = {gap:.1e};  σ'(z*) = 0 at z* = {z_star:.4f}, σ(z*) = "
+      f"{silu_min:.4f}, z* + 1 = {z_star + 1:.4f};  min of σ on the grid {float(jnp.min(zs * sigmoid(zs))):.4f}")
+assert gap < 1e-6 and abs(z_star + 1.278) < 5e-4 and abs(silu_min - (z_star + 1)) < 1e-12
+assert abs(float(jnp.min(zs * sigmoid(zs))) - silu_min) < 1e-5
 
 # %% [markdown]
 # **2.** $2\sigma(2z) - 1 = \dfrac{2}{1 + e^{-2z}} - 1 = \dfrac{1 - e^{-2z}}{1 + e^{-2z}} = \dfrac{e^{z} - e^{-z}}{e^{z} + e^{-z}} = \tanh z$

@@ -34,9 +34,8 @@
 # 8. The backward pass in code
 # 9. Gradient checking
 # 10. The same code as a module, `mlp_by_hand`
-# 11. The library's backward, checked against ours
-# 12. Takeaways
-# 13. Exercises, then their solutions
+# 11. Takeaways
+# 12. Exercises, then their solutions
 #
 # Notation, as in the lesson: layers $l = 1, \dots, L$; $W[l]$ of shape $(n_l, n_{l-1})$; $z[l]$ the
 # pre-activation, $a[l] = \sigma(z[l])$ the activation, $a[0] = x$; $\ell$ the loss of one example, $L$ the mean
@@ -450,6 +449,27 @@ print(f"max relative difference, by hand vs jax.grad: {rel_err(by_hand_221, auto
 assert rel_err(by_hand_221, autodiff_221) < 1e-14
 
 # %% [markdown]
+# **Gate patterns.** CS231n's notes name what the simplest gates do to the gradient $g$ that reaches their output
+# on the way back. An **add** gate *distributes*: each input receives $g$ unchanged, since $\partial(u + v)/\partial u
+# = 1$. A **multiply** gate *swaps*: each input receives $g$ times the *other* input, since $\partial(uv)/\partial u
+# = v$. A **max** gate *routes*: the larger input receives all of $g$, the others 0. A Σ gate above is multiplies
+# $w_k a_k$ joined by an add, which is why each weight's gradient is δ times its input (9) and each input's is δ
+# times its weight (11); ReLU is a max with 0. On $f = 2\,(x y + \max(z, w))$ at $(x, y, z, w) = (3, -4, 2, -1)$:
+# the add passes $g = 2$ to both of its inputs, the multiply gives $x$ the gradient $2y = -8$ and $y$ the gradient
+# $2x = 6$, and the max gives 2 to $z$ (the larger) and 0 to $w$.
+
+# %%
+def gates(x, y, z, w):
+    return 2 * (x * y + jnp.maximum(z, w))
+
+
+point = (3.0, -4.0, 2.0, -1.0)
+by_pattern = (2 * point[1], 2 * point[0], 2.0, 0.0)    # multiply swaps, max routes, after the add distributes 2
+autodiff_gates = tuple(float(g) for g in jax.grad(gates, argnums=(0, 1, 2, 3))(*point))
+print(f"∂f/∂(x, y, z, w): by the gate patterns {by_pattern}, jax.grad {autodiff_gates}")
+assert autodiff_gates == by_pattern
+
+# %% [markdown]
 # ## 6. Softmax with cross-entropy: δ through the Jacobian
 #
 # For $C$ classes the output layer uses the softmax,
@@ -669,23 +689,14 @@ assert 1e-7 < best < 1e-3 and fd_errors[np.argmin(abs(hs - 1e-6))] < 1e-9
 # follows the same chain rule as we do, agrees to $10^{-16}$.
 #
 # One parameter at a time costs two evaluations of the loss per parameter: fine for 9, too slow for a real
-# network. The library that this project builds, `jaxmlp`, has a checker for any backward of any model,
-# `jaxmlp.check_gradients`. Given our `backward` (wrapped to return the loss with the gradient) and our `loss_value`,
-# it works in float64 and, for each array (*leaf*) of the parameters:
+# network. There, a finite difference along a random direction $v$, $(L(\theta + h v) - L(\theta - h v))/2h$,
+# checks the directional derivative $g^\top v$ of the whole gradient at once, for two evaluations.
 #
-# - compares every entry with `jax.grad(loss_value)`;
-# - compares central differences (24) with our gradient, within a fixed budget of loss evaluations (two per
-#   direction) shared among the leaves in proportion to the square root of their sizes. A leaf whose share covers
-#   all its entries is checked along every coordinate $e_i$; a larger one along as many random directions $v$ as
-#   its share allows (every entry of $v$ is $\pm 1/\sqrt{\text{size}}$), where the difference
-#   $(L(\theta + h v) - L(\theta - h v))/2h$ must match the directional derivative $g^\top v$ of our gradient $g$:
-#   one direction tests all the entries of the leaf at once, for two evaluations of the loss.
-#
-# It also checks that the returned loss equals `loss_value`. Its report has a row per leaf, with `.path` (the leaf's
-# position in the pytree: `[l][0]` is layer $l+1$'s $W$, `[l][1]` its $b$), `.ok`, `.autodiff.max_rel` and
-# `.finite_diff.max_rel` (the largest difference, relative to the largest value compared) and `.fd_checked` (what
-# the finite differences covered). On the lesson's network `[5, 64, 32, 16, 1]` with tanh hidden layers, a sigmoid
-# output and the BCE, on a batch of 16 (its second layer has 2048 weights):
+# **The library does the same.** This is the notebook's only use of the library this project builds, `jaxmlp`
+# (the appendix notebook tours it). Its `jaxmlp.check_gradients` compares our `backward` with `jax.grad` entry by
+# entry and with central differences along coordinates or random directions, in float64, and reports one row per
+# parameter array (`[l][0]` is layer $l+1$'s $W$, `[l][1]` its $b$). On the lesson's network `[5, 64, 32, 16, 1]`
+# (tanh hidden layers, sigmoid output, BCE, a batch of 16):
 
 # %%
 import jaxmlp
@@ -728,28 +739,7 @@ print(f"mlp_by_hand.backward vs jax.grad (section 8): max relative difference {w
 assert worst_module == 0.0 and worst_autodiff < 1e-13
 
 # %% [markdown]
-# ## 11. The library's backward, checked against ours
-#
-# `jaxmlp.backward(params, x, y, activation=..., loss=...)` is the library's backward pass: the same equations,
-# written for speed and for more options (mixed precision, per-example gradients, other output layers). Now that our
-# 15 lines are established, they are the reference, and the library is checked against them, once per loss (each
-# with another hidden activation). jaxmlp stores a layer as `jaxmlp.Layer(W, b)`, takes cross-entropy targets as
-# one-hot rows too, and returns `(loss, grads)`:
-
-# %%
-as_layers = tuple(jaxmlp.Layer(W, b) for W, b in params)
-for activation, loss in (("sigmoid", "mse"), ("tanh", "bce"), ("relu", "ce")):
-    Y = targets[loss]
-    library_loss, library_grads = jaxmlp.backward(as_layers, X, Y, activation=activation, loss=loss)
-    plain = mlp_by_hand.backward(params, X, Y, activation, loss)
-    difference = rel_err([tuple(layer) for layer in library_grads], plain)
-    print(f"{activation:>7}, {loss:>3}: jaxmlp.backward vs mlp_by_hand.backward, "
-          f"max relative difference {difference:.1e}")
-    assert difference < 1e-12
-    assert abs(float(library_loss) - float(mlp_by_hand.loss_value(params, X, Y, activation, loss))) < 1e-12
-
-# %% [markdown]
-# ## 12. Takeaways
+# ## 11. Takeaways
 #
 # - The chain rule, applied to one neuron, gives $\partial \ell / \partial w = \delta\, x$ with the error signal
 #   $\delta = \partial \ell / \partial z$ (4)–(6); a layer passes $W^\top \delta$ down (11); a network repeats it,
@@ -766,7 +756,7 @@ for activation, loss in (("sigmoid", "mse"), ("tanh", "bce"), ("relu", "ce")):
 #
 # Notebook 3 uses this code to study initialization, notebook 4 to compare optimizers.
 #
-# ## 13. Exercises
+# ## 12. Exercises
 #
 # Solutions are at the end of the notebook; try first. Each extends `backward` or uses the checks above.
 #

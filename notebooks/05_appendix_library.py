@@ -28,11 +28,13 @@
 # 4. `jaxmlp.fit` and `jaxmlp.fit_ensemble`, the compiled training loops;
 # 5. per-example gradients, `jaxmlp.per_example_grads`;
 # 6. the benchmarks of the training step, read from `benchmarks/results/`;
-# 7. second order: Hessian-vector products.
+# 7. second order: `jaxmlp.hvp`, a Hessian-vector product written by hand, checked with `jaxmlp.check_hvp`,
+#    and why a Gauss-Newton product fails that check.
 
 # %%
 import json
 import os
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -182,19 +184,21 @@ ensemble_test = jaxmlp.evaluate_ensemble(ensemble, x_te, y_te, loss="ce", activa
 final = np.asarray(ensemble_history["loss"][-1])
 for lr, loss_value, acc in zip(learning_rates, final, np.asarray(ensemble_test["accuracy"])):
     print(f"  Adam η = {float(lr):<6g}: training loss {loss_value:.4f}, test accuracy {acc:.1%}")
-assert 0 < int(np.argmin(final)) < len(learning_rates) - 1 and float(test["accuracy"]) > 0.9
+best_lr = float(learning_rates[int(np.argmin(final))])
+print(f"lowest training loss at η = {best_lr:g}")
+assert best_lr == float(jnp.float32(1e-2)) and float(test["accuracy"]) > 0.9
 
 fig, ax = plt.subplots(figsize=(6, 3.8))
 ax.plot(learning_rates, final, "o-")
 ax.set(xscale="log", yscale="log", xlabel="Adam's η", ylabel="training loss after 20 epochs",
        title="fit_ensemble: six learning rates, one program")
 fig.tight_layout()
-fig.savefig(FIGURES / "05_fit_ensemble.png", dpi=80)
+fig.savefig(FIGURES / "05_fit_ensemble.png", dpi=110)
 plt.show()
 
 # %% [markdown]
-# The training loss is lowest in the middle of the range: too small an η has not got far in 20 epochs,
-# too large a one overshoots.
+# The training loss falls as η grows up to η = 1e-2, where it is lowest, and is far higher at η = 0.1: too
+# small an η has not got far in 20 epochs, too large a one overshoots.
 #
 # ## 5. Per-example gradients
 #
@@ -232,7 +236,7 @@ ax.set(xscale="log", yscale="log", xlabel="the example's loss ℓ", ylabel="|∂
        title="digits, trained by fit: one point per training image")
 ax.legend(fontsize=8)
 fig.tight_layout()
-fig.savefig(FIGURES / "05_per_example_gradients.png", dpi=80)
+fig.savefig(FIGURES / "05_per_example_gradients.png", dpi=110)
 plt.show()
 
 # %% [markdown]
@@ -336,15 +340,52 @@ else:
 #
 # The median time per training step of every single-model system of the chosen run, one panel per
 # configuration, a group of bars per batch size, on a log scale; the error bars span the fastest to the
-# slowest repeat.
+# slowest repeat. Every system does the same work, one Adam step (η = 1e-3) of a ReLU MLP; the legend says how
+# each runs it (`benchmarks/README.md` has the full table):
+#
+# - `jaxmlp-manual`: `jaxmlp.backward` + `jaxmlp.optim.adam`, one jitted step, called from a Python loop;
+# - `jaxmlp-autodiff`: the same step with `jax.value_and_grad(jaxmlp.loss_fn)` in place of `jaxmlp.backward`;
+# - `jax-optax`: the reference, an independent plain-JAX MLP with `jax.grad` and `optax.adam`;
+# - `expert-scan`: what an expert writes in ten lines, a `lax.scan` over epochs of `jax.grad` + `optax.adam`
+#   steps (time per step), so no Python call per step;
+# - `jaxmlp-fit`: `jaxmlp.fit`, whole epochs compiled into one program, time per step, including fit's
+#   evaluation on the whole training set after each epoch; `jaxmlp-fit-minibatch`: the same with
+#   `metrics="minibatch"`, no evaluation pass;
+# - `equinox`: Equinox's idiom (`eqx.nn.MLP`, `eqx.filter_grad`, `optax.adam`, under `eqx.filter_jit`);
+#   `equinox-jit`: the same model under plain `jax.jit`; `flax-nnx`: Flax NNX's idiom (`nnx.Linear`,
+#   `nnx.Optimizer`, under `nnx.jit`);
+# - `torch-eager`: PyTorch's `nn.Sequential` and `torch.optim.Adam`, eager, at its default number of threads;
+#   `torch-eager-1thread`: the same on one thread; `torch-compile`: the same step under `torch.compile`;
+#   `sklearn-mlp`: scikit-learn's `MLPClassifier` (digits job only).
+#
+# A run holds the systems it measured; the figure shows those of the chosen run.
+#
+# The scanned and compiled-loop systems (`expert-scan`, `jaxmlp-fit*`) do not pay the Python call and dispatch
+# per step that the others pay.
 
 # %%
+SYSTEMS = {  # what each system of benchmarks/README.md's table runs, for the legend
+    "jaxmlp-manual": "jaxmlp.backward + jaxmlp.optim.adam, jitted step",
+    "jaxmlp-autodiff": "the same with jax.value_and_grad",
+    "jax-optax": "reference: plain JAX, jax.grad + optax.adam",
+    "expert-scan": "lax.scan over epochs of jax.grad + optax.adam",
+    "jaxmlp-fit": "jaxmlp.fit, epochs compiled, with full-set metrics",
+    "jaxmlp-fit-minibatch": "jaxmlp.fit, metrics='minibatch'",
+    "equinox": "Equinox idiom, eqx.filter_jit",
+    "equinox-jit": "Equinox model, plain jax.jit",
+    "flax-nnx": "Flax NNX idiom, nnx.jit",
+    "sklearn-mlp": "scikit-learn MLPClassifier",
+    "torch-eager": "PyTorch eager, default threads",
+    "torch-eager-1thread": "PyTorch eager, 1 thread",
+    "torch-compile": "PyTorch, torch.compile",
+}
+
 if chosen is not None:
     configs = sorted({r["config"] for r in rows})
     systems = sorted({r["system"] for r in rows})
     by_key = {(r["config"], r["batch"], r["system"]): r for r in rows}
     colors = {system: f"C{i % 10}" for i, system in enumerate(systems)}
-    fig, axes = plt.subplots(len(configs), 1, figsize=(11, 2.7 * len(configs) + 0.8), squeeze=False)
+    fig, axes = plt.subplots(len(configs), 1, figsize=(15, 2.8 * len(configs) + 0.8), squeeze=False)
     for ax, config in zip(axes[:, 0], configs):
         batches = sorted({r["batch"] for r in rows if r["config"] == config})
         width = 0.8 / len(systems)
@@ -356,16 +397,16 @@ if chosen is not None:
             lo = [r["us_per_step"] - r.get("us_min", r["us_per_step"]) for _, r in found]
             hi = [r.get("us_max", r["us_per_step"]) - r["us_per_step"] for _, r in found]
             ax.bar([j + i * width for j, _ in found], t, width, yerr=[lo, hi], capsize=2, color=colors[system],
-                   label=system)
+                   label=f"{system}: {SYSTEMS[system]}" if system in SYSTEMS else system)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(batches))], [f"batch {b}" for b in batches])
         sizes_loss = next((f"{r.get('sizes', '')} {r.get('loss', '')}" for r in rows if r["config"] == config), "")
         shortest = min(r.get("us_min", r["us_per_step"]) for r in rows if r["config"] == config)
         ax.set(yscale="log", ylabel="µs per step", title=f"{config} {sizes_loss}".strip(), ylim=(shortest / 2, None))
     handles = {label: h for ax in axes[:, 0] for h, label in zip(*ax.get_legend_handles_labels())}
-    fig.legend(handles.values(), handles.keys(), fontsize=8, loc="center right")
+    fig.legend(handles.values(), handles.keys(), fontsize=9, loc="center left", bbox_to_anchor=(0.62, 0.5))
     fig.suptitle(f"{chosen}: median time per training step")
-    fig.tight_layout(rect=(0, 0, 0.8, 1))
-    fig.savefig(FIGURES / "05_benchmark_step_time.png", dpi=75)
+    fig.tight_layout(rect=(0, 0, 0.62, 1))
+    fig.savefig(FIGURES / "05_benchmark_step_time.png", dpi=100, bbox_inches="tight")
     plt.show()
     print(f"figure: step time per configuration ({chosen})")
 
@@ -376,9 +417,9 @@ if chosen is not None:
 # (the same step, with autodiff's gradient) and over `jax-optax`. Below 1, the hand-written backward is
 # faster. XLA compiles both backwards from the same kinds of operations (the same matrix products), so the
 # ratios should stay near 1: the manual backward is there to be read and checked, not to be fast. We assert
-# that relation with a wide band, **every ratio between 0.4 and 2.5**, and one more that any run should show:
-# per example, a larger batch is cheaper (the **µs per example** of each system falls from its smallest
-# batch to its largest), since a small step's time is mostly fixed overhead.
+# that relation with a wide band, **every ratio between 0.4 and 2.5**, and one more that any run should show
+# for these three JAX systems: per example, a larger batch is cheaper (the **µs per example** of each of them
+# falls from its smallest batch to its largest), since a small step's time is mostly fixed overhead.
 
 # %%
 if chosen is not None:
@@ -396,10 +437,11 @@ if chosen is not None:
         print(f"{chosen}: {MANUAL} / {ref}: " + ", ".join(f"{c} B={b}: {q:.2f}" for (c, b), q in zip(ks, ratio)))
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))], [f"{c}\nB={b}" for c, b in keys], fontsize=8)
     ax.axhline(1.0, color="k", lw=0.8)
-    ax.set(ylabel="step-time ratio", title=f"{chosen}: below 1, the hand-written backward is faster")
+    ax.set(ylabel="step-time ratio")
+    ax.set_title(f"{chosen}\nbelow 1, the hand-written backward is faster", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(FIGURES / "05_benchmark_ratios.png", dpi=80)
+    fig.savefig(FIGURES / "05_benchmark_ratios.png", dpi=110, bbox_inches="tight")
     plt.show()
     print(f"figure: manual / reference ratios ({chosen})")
     print(f"relation 1: every ratio lies in [{min(all_ratios):.2f}, {max(all_ratios):.2f}], within [0.4, 2.5]")
@@ -407,7 +449,8 @@ if chosen is not None:
 
     per_example = {}
     for (system, config, batch), t in times.items():
-        per_example.setdefault((system, config), {})[batch] = t / batch
+        if system in (MANUAL, *REFERENCES):
+            per_example.setdefault((system, config), {})[batch] = t / batch
     checked = 0
     for (system, config), by_batch in sorted(per_example.items()):
         if len(by_batch) > 1:
@@ -415,10 +458,106 @@ if chosen is not None:
             assert by_batch[large] < by_batch[small], (system, config, by_batch)
             checked += 1
     print(f"relation 2: µs per example falls from the smallest batch to the largest for all {checked} "
-          f"system × config pairs with more than one batch")
+          f"(jaxmlp-manual, jaxmlp-autodiff, jax-optax) system × config pairs with more than one batch")
 
 # %% [markdown]
 # ## 7. Second order: Hessian-vector products
 #
-# The library's Hessian-vector product by the R-operator, `jaxmlp.hvp`, is documented in the project's
-# README.
+# Newton-type and other second-order methods, and analyses of the loss surface (its sharpness, the λ_max of
+# notebook 4), need the Hessian $H = \partial^2 L / \partial\theta^2$ of the loss, a matrix with as many rows as
+# the network has parameters. What they use is only its product $Hv$ with a direction $v$ (a pytree shaped like
+# the parameters), which can be had for about the cost of a second gradient, without forming $H$.
+#
+# `jaxmlp.hvp(params, v, x, y, activation=..., loss=...)` computes $Hv$ by hand, with Pearlmutter's
+# **R-operator** $R\{\cdot\} = \frac{\partial}{\partial r}(\cdot)(\theta + r v)\big|_{r=0}$, the derivative of
+# every quantity of the forward and backward passes along $v$. Its docstring (`src/jaxmlp/hvp.py`) writes the six
+# equations, batch-first, with $V[l], c[l]$ the parts of $v$ for $W[l], b[l]$ and $\Delta[l] = \partial L /
+# \partial Z[l]$:
+#
+# - **(H1)–(H2)**, a second forward pass: $R\{Z[l]\} = R\{A[l-1]\} W[l]^\top + A[l-1] V[l]^\top + \mathbf 1 c[l]^\top$
+#   and $R\{A[l]\} = \sigma'(Z[l]) \odot R\{Z[l]\}$ (the softmax's Jacobian for a softmax output): how every
+#   pre-activation and activation moves along $v$. This is $Jv$, the Jacobian of the network times $v$.
+# - **(H3)**, the start of a second backward pass: $R\{\Delta[L]\}$, the derivative of the output δ (21) of
+#   notebook 2 along $v$: $\tfrac1n R\{A[L]\}$ for the two cross-entropies, and for the MSE
+#   $\tfrac2n\big(R\{A[L]\} \odot \sigma_L'(Z[L]) + (A[L] - Y) \odot \sigma_L''(Z[L]) \odot R\{Z[L]\}\big)$.
+# - **(H4)**, the derivative of the δ recursion (22) by the product rule, three terms:
+#   $R\{\Delta[l]\} = \big(R\{\Delta[l+1]\} W[l+1] + \Delta[l+1] V[l+1]\big) \odot \sigma'(Z[l]) +
+#   (\Delta[l+1] W[l+1]) \odot \sigma''(Z[l]) \odot R\{Z[l]\}$, with σ'' written by hand beside each σ'.
+# - **(H5)–(H6)**, the derivative of the gradients (23): $(Hv)_{W[l]} = R\{\Delta[l]\}^\top A[l-1] + \Delta[l]^\top
+#   R\{A[l-1]\}$ and $(Hv)_{b[l]} = \mathbf 1^\top R\{\Delta[l]\}$.
+#
+# Autodiff gives the same product as the forward-mode derivative of the gradient along $v$,
+# `jax.jvp(jax.grad(loss_fn), (params,), (v,))`. In float64 the two agree to rounding:
+
+# %%
+with jax.enable_x64(True):
+    k_p, k_x, k_y, k_v = jax.random.split(jax.random.key(6), 4)
+    hvp_params = jaxmlp.init_mlp(k_p, [4, 8, 6, 3], dtype=jnp.float64)
+    hx = jax.random.normal(k_x, (16, 4), jnp.float64)
+    hy = jax.random.normal(k_y, (16, 3), jnp.float64)
+    kw = dict(activation="tanh", loss="mse")  # tanh hidden layers, identity output, mean squared error
+    loss_of = partial(jaxmlp.loss_fn, **kw)
+    leaves, treedef = jax.tree.flatten(hvp_params)
+    v = jax.tree.unflatten(treedef, [jax.random.normal(k, leaf.shape, jnp.float64)
+                                     for k, leaf in zip(jax.random.split(k_v, len(leaves)), leaves)])
+    hv_hand = jaxmlp.hvp(hvp_params, v, hx, hy, **kw)                                   # (H1)-(H6)
+    hv_autodiff = jax.jvp(lambda p: jax.grad(loss_of)(p, hx, hy), (hvp_params,), (v,))[1]
+    hvp_gap = max_rel_diff(hv_hand, hv_autodiff)
+    print(f"jaxmlp.hvp vs jax.jvp(jax.grad(loss_fn)): max relative difference {hvp_gap:.1e} "
+          f"({sum(leaf.size for leaf in leaves)} parameters)")
+    assert hvp_gap <= 1e-10
+
+    hvp_report = jaxmlp.check_hvp(hvp_params, hx, hy, hvp_fn=partial(jaxmlp.hvp, **kw), loss_fn=loss_of)
+    print(hvp_report)
+    assert hvp_report.ok
+
+# %% [markdown]
+# `jaxmlp.check_hvp(params, *args, hvp_fn=..., loss_fn=...)` does this check for any hand-written $Hv$: over a
+# few random directions it compares every parameter array of the product with `jax.jvp(jax.grad(loss_fn))`
+# and with central differences of the gradient, $(\nabla L(\theta + hv) - \nabla L(\theta - hv))/2h$, one row
+# per array.
+#
+# **A Gauss-Newton product is not $Hv$.** Write the loss as $L(\hat y(\theta))$, with $\hat y$ the network's
+# outputs and $J = \partial\hat y/\partial\theta$. By the chain rule, twice,
+#
+# $$H = J^\top \frac{\partial^2 L}{\partial \hat y^2} J + \sum_i \frac{\partial L}{\partial \hat y_i}\,
+#   \frac{\partial^2 \hat y_i}{\partial\theta^2}$$
+#
+# The **Gauss-Newton** matrix $G = J^\top (\partial^2 L/\partial \hat y^2) J$ keeps the first term only: the
+# curvature of the loss seen through the network's linearization, positive semi-definite for a convex loss,
+# which is why optimizers use it. It drops the second, the curvature of the network itself weighted by the
+# residuals $\partial L/\partial\hat y$. In (H1)–(H6), $Gv$ keeps the forward pass $Jv$, (H1)–(H2), and the part
+# of the backward pass that is linear in $R\{\cdot\}$; it leaves out every term that carries the back-propagated
+# gradient Δ: the $(A[L] - Y)\,\sigma_L''$ term of (H3), the $\Delta[l+1] V[l+1]$ and σ'' terms of (H4), and the
+# $\Delta[l]^\top R\{A[l-1]\}$ term of (H5). For the MSE with an identity output, $\partial^2 L/\partial\hat y^2 =
+# \tfrac2n I$, so $Gv = J^\top(\tfrac2n Jv)$: a JVP of the network, then a VJP. `check_hvp` tells it apart from
+# $Hv$:
+
+# %%
+def gauss_newton(params, v, x, y):
+    """G v = Jᵀ (2/n) J v for the MSE with an identity output, J the Jacobian of the network's outputs."""
+    outputs = lambda p: jaxmlp.forward(p, x, activation="tanh")
+    Jv = jax.jvp(outputs, (params,), (v,))[1]
+    return jax.vjp(outputs, params)[1](2 * Jv / Jv.size)[0]
+
+
+with jax.enable_x64(True):
+    gn_report = jaxmlp.check_hvp(hvp_params, hx, hy, hvp_fn=gauss_newton, loss_fn=loss_of)
+    print(gn_report)
+    gn_gap = max_rel_diff(gauss_newton(hvp_params, v, hx, hy), hv_autodiff)
+    y_fit = jaxmlp.forward(hvp_params, hx, activation="tanh")  # targets the network fits exactly: residuals 0
+    hv_fit = jax.jvp(lambda p: jax.grad(loss_of)(p, hx, y_fit), (hvp_params,), (v,))[1]
+    gn_fit_gap = max_rel_diff(gauss_newton(hvp_params, v, hx, y_fit), hv_fit)
+print(f"G v vs H v: max relative difference {gn_gap:.2f}; where the network fits y exactly (residuals 0): "
+      f"{gn_fit_gap:.1e}")
+failing = [r.path for r in gn_report.rows if not r.ok]
+assert not gn_report.ok and failing == [r.path for r in gn_report.rows if r.path != "[2].b"]
+assert 0.7 < gn_gap < 0.8 and gn_fit_gap < 1e-12
+
+# %% [markdown]
+# $Gv$ differs from $Hv$ by up to 76 % here (relative to the largest entry), and `check_hvp` fails every row
+# but one: the output bias's, whose row (H6) of $Hv$, for an identity output, contains no Δ term. Where the
+# residuals vanish, so does the second term of $H$: with targets the network fits exactly, $Gv = Hv$ to rounding. Near a
+# good fit the Gauss-Newton matrix approximates the Hessian; elsewhere it is a different matrix, and a checker
+# comparing against $Hv$ must say so. (`jaxmlp.check_vjp` and `jaxmlp.check_jvp` do the same for the hand-written
+# VJP or JVP rules of any function; their docstrings in `src/jaxmlp/rules.py` say how.)

@@ -17,8 +17,9 @@ with Δ[l] = ∂L/∂Z[l] from (B1)-(B2) and σ'' the hand-written second deriva
     (H v)_W[l] = R{∂L/∂W[l]} = R{Δ[l]}ᵀ A[l-1] + Δ[l]ᵀ R{A[l-1]}                                 (H5)
     (H v)_b[l] = R{∂L/∂b[l]} = 1ᵀ R{Δ[l]}                                                          (H6)
 
-(H4) is where a Gauss-Newton product differs from the Hessian's: dropping its last term (the
-curvature of σ) and (H3-mse)'s σ_L'' term leaves the Gauss-Newton matrix times v, which
+The terms that carry a first derivative of the loss (Δ, or A[L] - Y) are where the Hessian differs from the
+Gauss-Newton matrix G = Jᵀ (∂²ℓ/∂ŷ²) J: (H3-mse)'s σ_L'' term, (H4)'s Δ[l+1] V[l+1] and σ'' terms, and (H5)'s
+Δ[l]ᵀ R{A[l-1]}. Dropping them all leaves G v (equal to H v only where the residuals vanish), which
 :func:`jaxmlp.check_hvp` tells apart from H v. At a kink of relu σ'' is 0, as in jax's derivatives.
 """
 
