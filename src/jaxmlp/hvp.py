@@ -57,11 +57,13 @@ def hvp(params, v, x, y, *, activation="relu", output_activation=None, loss="mse
     L = len(params)
     d2sigma = _needs_grad2(sigma, "hidden") if L > 1 else None
     Z, A = fp.z, fp.a
-    # R-forward (H1)-(H2)
-    RZ, RA = [None] * (L + 1), [jnp.zeros_like(A[0])] + [None] * L
+    # R-forward (H1)-(H2); R{A[0]} = 0, so its products are left out rather than computed as zeros
+    RZ, RA = [None] * (L + 1), [None] * (L + 1)
     for l in range(1, L + 1):
         (W, _), (V, c) = params[l - 1], v[l - 1]
-        RZ[l] = RA[l - 1] @ W.T + A[l - 1] @ V.T + c[None, :]  # (H1)
+        RZ[l] = A[l - 1] @ V.T + c[None, :]  # (H1)
+        if l > 1:
+            RZ[l] = RZ[l] + RA[l - 1] @ W.T  # (H1)
         if l < L:
             RA[l] = sigma.grad(Z[l]) * RZ[l]  # (H2)
         elif loss == "ce":
@@ -82,8 +84,10 @@ def hvp(params, v, x, y, *, activation="relu", output_activation=None, loss="mse
         R_delta = RA[L] / n  # (H3-ce)
     Hv = [None] * L
     for l in range(L, 0, -1):
-        Hv[l - 1] = Layer(W=R_delta.T @ A[l - 1] + delta.T @ RA[l - 1],  # (H5)
-                          b=jnp.sum(R_delta, axis=0))  # (H6)
+        RW = R_delta.T @ A[l - 1]  # (H5)
+        if l > 1:
+            RW = RW + delta.T @ RA[l - 1]  # (H5)
+        Hv[l - 1] = Layer(W=RW, b=jnp.sum(R_delta, axis=0))  # (H5), (H6)
         if l > 1:
             (W, _), (V, _) = params[l - 1], v[l - 1]
             back = delta @ W  # Δ[l] W[l], as in (B2)
