@@ -742,7 +742,7 @@ assert separated
 #
 # The two moons: 400 points, half on the upper half circle $(\cos t, \sin t)$ (label 0), half on a lower half circle
 # shifted right and down, $(1 - \cos t, \tfrac12 - \sin t)$ (label 1), with $t$ uniform in $[0, \pi]$ and Gaussian
-# noise of standard deviation 0.1 added to each coordinate (as scikit-learn's `make_moons`), then split and
+# noise of standard deviation 0.1 added to each coordinate (like scikit-learn's `make_moons`, with $t$ drawn at random), then split and
 # standardized as above. We train `[2, 16, 16, 1]`, tanh, with gradient descent at η = 0.2. We stop at a few step counts and draw the boundary each
 # time: it starts as a smooth, nearly linear curve (a random network) and bends around the moons as the loss falls.
 
@@ -919,7 +919,7 @@ show(fig, "01_universal_approximation.png")
 print("error ratio for each 4x more units:", np.round(ratios, 1))
 
 # %% [markdown]
-# On $K$ each fourfold increase of $N$ divides the worst error by about 11 and then 16: $1/N^2$, as promised.
+# On $K$ each fourfold increase of $N$ divides the worst error by about 11, then by 16 = 4²: approaching the $1/N^2$ rate.
 # Outside $K$ the two sides differ. Left of the first knot every ramp $\max(0, x - x_k)$ is 0, so the network is
 # the constant $f(x_0) = \sin(-2\pi) = 0$ and misses $\sin 2x$ by up to its amplitude, 1. Right of the last knot
 # all ramps are active and the network continues its last linear piece (the chord of $f$ on the last interval,

@@ -452,7 +452,7 @@ assert rel_err(by_hand_221, autodiff_221) < 1e-14
 # **Gate patterns.** CS231n's notes name what the simplest gates do to the gradient $g$ that reaches their output
 # on the way back. An **add** gate *distributes*: each input receives $g$ unchanged, since $\partial(u + v)/\partial u
 # = 1$. A **multiply** gate *swaps*: each input receives $g$ times the *other* input, since $\partial(uv)/\partial u
-# = v$. A **max** gate *routes*: the larger input receives all of $g$, the others 0. A Σ gate above is multiplies
+# = v$. A **max** gate *routes*: the larger input receives all of $g$, the others 0. A Σ gate above is made of multiplies
 # $w_k a_k$ joined by an add, which is why each weight's gradient is δ times its input (9) and each input's is δ
 # times its weight (11); ReLU is a max with 0. On $f = 2\,(x y + \max(z, w))$ at $(x, y, z, w) = (3, -4, 2, -1)$:
 # the add passes $g = 2$ to both of its inputs, the multiply gives $x$ the gradient $2y = -8$ and $y$ the gradient

@@ -629,7 +629,7 @@ fig.savefig(FIGURES / "03_gradient_norms_training.png", dpi=110)
 plt.show()
 
 # %% [markdown]
-# - **sigmoid with Xavier: the gradients vanish.** At initialization the first layer's gradient is about
+# - **sigmoid with Xavier: the gradients vanish.** At initialization the first layer's gradient is a few
 #   $10^{-6}$ times the tenth's, and it stays below $10^{-4}$ times it: in 440 steps $W[1]$ barely moves. (9) explains it:
 #   $\sigma'(z) \le \tfrac14$, so with $n\operatorname{Var}(W) = 1$ each layer multiplies $\mathbb E[\delta^2]$
 #   by at most $\tfrac1{16}$ (Exercise 3). The loss stays within 0.02 of $\log 10 \approx 2.30$, a uniform guess over
@@ -670,7 +670,7 @@ assert 0.3 < h["norms0"][0] / h["norms0"][9] < 0.5 and abs(cosines[0]) < 0.05 an
 
 # %% [markdown]
 # - **ReLU with Xavier** starts where section 3 said it would: every layer's gradient is about 1 to 3 % of He's
-#   (the same network with weights $\sqrt 2$ times smaller), and the output hardly depends on the input, so the
+#   (the same network with hidden-layer weights $\sqrt 2$ times smaller), and the output hardly depends on the input, so the
 #   loss sits at $\log 10$ through the first epoch (2.296 after it, against He's 1.99). It is not stuck, as the
 #   sigmoid network is: the gradients, small as they are, reach every layer alike (within a factor 5, like He's),
 #   and SGD grows the weights until the signal passes. But it loses epochs doing what He's scale gives from the

@@ -496,7 +496,7 @@ for name in r_paths:
 # The default η = 1e-3 is meant for neural networks, whose weights are small (of order $1/\sqrt{n}$) and
 # which train for thousands of steps, not for a 2-D surface whose minimum is several units away. On each
 # problem Adam's η must be chosen, as GD's must (Exercise 4 sweeps it here). Chosen for this surface,
-# **η = 0.05**, Adam reaches the minimum to within $10^{-5}$. Its steps shrink too, to 3–4 % of η over steps
+# **η = 0.05**, Adam reaches the minimum to within $10^{-5}$. Its steps shrink too, to about 3 % (θ₁) and 4 % (θ₂) of η over steps
 # 501–600, but of an η fifty times larger. What dividing by √ŝ removes is the dependence of the step on
 # the *scale* of the gradient (Adam on $100 f$ follows the same path, checked below), not the need to choose
 # η, and not the dependence on the gradient's history.
@@ -692,7 +692,7 @@ plt.show()
 # - **Per epoch** (left), every minibatch method is below GD after every epoch: for the same number of
 #   per-example gradients they take 22 steps to its one. **Per step** (middle), GD's full-batch steps make more
 #   progress: after 22 steps GD's loss is lower than any minibatch method's after its first epoch of 22 steps.
-# - **Momentum** (η = 0.05, μ = 0.9) reaches a training loss about 30 times lower than SGD at the same η,
+# - **Momentum** (η = 0.05, μ = 0.9) reaches a training loss about 35 times lower than SGD at the same η,
 #   and about the same as **SGD at η = 0.5** = η/(1 − μ): on this problem its gain is the larger effective step.
 # - **Adam at its defaults** does well here, unlike on the 2-D surfaces: it ends below SGD at η = 0.05,
 #   though above momentum and SGD at η = 0.5. This is the kind of problem the default is meant for: a network

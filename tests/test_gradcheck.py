@@ -836,3 +836,12 @@ def test_a_failing_check_compiles_nothing_a_passing_one_did_not(x64):
     jaxmlp.check_gradients(m.params, *m.args, backward_fn=m.backward, loss_fn=m.loss)
     bug, _ = m.bugs["bptt-truncated"]
     assert not _compilations(lambda: jaxmlp.check_gradients(m.params, *m.args, backward_fn=bug, loss_fn=m.loss))
+
+
+def test_an_empty_leaf_is_checked_without_raising(x64):
+    """A zero-size leaf (a layer of width 0, say) has no entry to compare and no worst entry: it passes."""
+    f = lambda p, x: jnp.sum(p["w"] ** 2 * x) + jnp.sum(p["e"])
+    params, x = {"w": jnp.array([1.0, -2.0, 0.5]), "e": jnp.zeros((0,))}, jnp.array([0.3, 1.0, 2.0])
+    report = jaxmlp.check_gradients(params, x, backward_fn=jax.value_and_grad(f), loss_fn=f)
+    assert report.ok, str(report)
+    assert next(r for r in report.rows if r.path == "['e']").worst_index is None

@@ -31,6 +31,11 @@ from jaxmlp.report import Agreement, LeafCheck, LossCheck, RuleReport, agreement
 _EPS = verify._EPS
 
 
+def _largest(arrays) -> float:
+    """max |a| over every entry of every array (0 for none): the scale of a rounding floor or noise."""
+    return max((float(np.max(np.abs(np.asarray(a)), initial=0.0)) for a in arrays), default=0.0)
+
+
 def _leaves(tree):
     leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
     return [verify._path(p) for p, _ in leaves], [leaf for _, leaf in leaves], treedef
@@ -205,7 +210,7 @@ def check_vjp(reference, *primals, vjp=None, rule=None, samples: int = 3, h: flo
         # Finite differences (R1): per input leaf, `samples` random directions v; <u, Jv> for every u.
         fd = {}
         fn = jax.jit(reference)
-        lam = max(1.0, max((float(np.max(np.abs(np.asarray(a)), initial=0.0)) for a in out_leaves), default=1.0))
+        lam = max(1.0, _largest(out_leaves))
         for i, (pi, j, _, leaf) in enumerate(inputs):
             for s in range(samples):
                 v = jax.random.normal(jax.random.fold_in(jax.random.key(seed + 1), i * samples + s), jnp.shape(leaf),
@@ -220,7 +225,7 @@ def check_vjp(reference, *primals, vjp=None, rule=None, samples: int = 3, h: flo
                         refv = float(np.sum(ref[i, k][t] * np.asarray(v)))
                         if (i, k) in got:
                             fd.setdefault((i, k), []).append((float(np.sum(got[i, k][t] * np.asarray(v))), est, refv))
-        floor = 64 * _EPS * max((float(np.max(np.abs(r))) for rs in ref.values() for r in rs if r.size), default=0.0)
+        floor = 64 * _EPS * _largest([r for rs in ref.values() for r in rs])
         rows = []
         for i, (_, _, path, leaf) in enumerate(inputs):
             for k, out_path in enumerate(out_paths):
@@ -260,7 +265,7 @@ def check_jvp(reference, *primals, jvp=None, rule=None, samples: int = 3, h: flo
         out_paths, out_leaves, _ = _leaves(y)
         inputs = _inputs(primals)
         fn = jax.jit(reference)
-        lam = max(1.0, max((float(np.max(np.abs(np.asarray(a)), initial=0.0)) for a in out_leaves), default=1.0))
+        lam = max(1.0, _largest(out_leaves))
         got, ref, fd, dtypes, problems, value_check = {}, {}, {}, {}, [""] * len(inputs), None
         for i, (pi, j, _, leaf) in enumerate(inputs):
             for s in range(samples):
@@ -288,7 +293,7 @@ def check_jvp(reference, *primals, jvp=None, rule=None, samples: int = 3, h: flo
                     dtypes[k] = np.asarray(mine_leaves[k]).dtype
                     got.setdefault((i, k), []).append(m)
                     fd.setdefault((i, k), []).append(est[k])
-        floor = 64 * _EPS * max((float(np.max(np.abs(r))) for rs in ref.values() for r in rs if r.size), default=0.0)
+        floor = 64 * _EPS * _largest([r for rs in ref.values() for r in rs])
         rows = []
         for i, (_, _, path, leaf) in enumerate(inputs):
             t_norm = float(np.sqrt(np.size(leaf)))
@@ -318,7 +323,7 @@ def check_hvp(params, *args, hvp_fn, loss_fn, samples: int = 3, h: float = 1e-6,
         grad = jax.jit(jax.grad(loss_fn))
         reference = jax.jit(lambda p, v, *a: jax.jvp(lambda q: jax.grad(loss_fn)(q, *a), (p,), (v,))[1])
         g0 = jax.tree.leaves(grad(params, *args))
-        lam = max(1.0, max((float(np.max(np.abs(np.asarray(a)), initial=0.0)) for a in g0), default=1.0))
+        lam = max(1.0, _largest(g0))
         got, ref, fd, dtypes, problems = {}, {}, {}, {}, [""] * len(leaves)
         for s in range(samples):
             keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), s), len(leaves))
@@ -342,7 +347,7 @@ def check_hvp(params, *args, hvp_fn, loss_fn, samples: int = 3, h: float = 1e-6,
                 got.setdefault(j, []).append(m)
                 est = (np.asarray(plus[j]) - np.asarray(minus[j])) / (2 * h)
                 fd.setdefault(j, []).append(est)
-        floor = 64 * _EPS * max((float(np.max(np.abs(r))) for rs in ref.values() for r in rs if r.size), default=0.0)
+        floor = 64 * _EPS * _largest([r for rs in ref.values() for r in rs])
         rows = []
         for j, (path, leaf) in enumerate(zip(paths, leaves)):
             if problems[j]:

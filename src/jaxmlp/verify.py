@@ -664,10 +664,10 @@ def _kink_note(failing_E, judged) -> str:
 def _worst(pb, j, here, failing_E, g_flat, g_ad, ad, fd, judged):
     """``(worst_index, worst_value, worst_reference, worst_fd)`` of leaf ``j``: its largest disagreement with
     jax.grad (among the failing entries, if any), and a finite difference there if one was taken."""
+    if here.stop == here.start:  # an empty leaf has no entry
+        return None, None, None, None
     err = ad["err"][here]
     flat_i = int(failing_E[np.argmax(ad["err"][failing_E])]) if len(failing_E) else here.start + int(np.argmax(err))
-    if here.stop == here.start:
-        return None, None, None, None
     i = flat_i - here.start
     fd_at = judged["judged"].get(flat_i)
     on_coord = (fd["leaf"] == j) & (fd["coord"] == i)

@@ -1,6 +1,8 @@
 from dataclasses import replace
+
 from benchmarks import suite
 from benchmarks.systems import SEED
+
 p = suite.plan("cpu", quick=True)
 p.configs = [replace(SEED, batch=512), replace(SEED, batch=32)]
 p.ensembles = []
