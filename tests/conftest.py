@@ -19,6 +19,16 @@ import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+# The files that take minutes (executing the notebooks, running the benchmark scripts), collected first:
+# pytest-xdist hands whole files to workers in collection order, and one of these started last would run
+# alone at the end.
+LONGEST_FIRST = ("test_notebooks.py", "test_benchmarks.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the order within a file stays
+
 
 @pytest.fixture
 def x64():
