@@ -144,6 +144,39 @@ def test_symlinks_are_resolved_before_the_check(tmp_path, jax_cache_settings):
         compilation_cache.enable_compilation_cache(link)
 
 
+def test_missing_parents_are_created_owner_only_under_a_group_writable_umask(tmp_path, jax_cache_settings):
+    """os.makedirs would give the parents it creates 0775 under umask 002, and the check would refuse them."""
+    old = os.umask(0o002)
+    try:
+        path = compilation_cache.enable_compilation_cache(tmp_path / "a" / "b" / "cache")
+    finally:
+        os.umask(old)
+    for directory in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "cache"):
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700, directory
+    assert path == str(tmp_path / "a" / "b" / "cache")
+
+
+def test_jax_gets_the_checked_directory_not_a_symlink_that_could_be_repointed(tmp_path, jax_cache_settings):
+    """A symlink in a directory others can write (shared/link -> a private cache): jax is given the private
+    directory itself, so re-pointing the link later cannot move the cache."""
+    import jax
+
+    private = tmp_path / "private" / "cache"
+    private.mkdir(parents=True, mode=0o700)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    (shared / "link").symlink_to(private)
+    assert compilation_cache.enable_compilation_cache(shared / "link") == str(private)
+    assert jax.config.jax_compilation_cache_dir == str(private)
+
+
+def test_a_path_that_is_a_file_is_refused(tmp_path, jax_cache_settings):
+    (tmp_path / "cache").write_text("")
+    with pytest.raises(NotADirectoryError, match="is not a directory"):
+        compilation_cache.enable_compilation_cache(tmp_path / "cache")
+
+
 @pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0, reason="chown to another user needs root")
 def test_a_directory_owned_by_another_user_is_refused(tmp_path, jax_cache_settings):
     cache = tmp_path / "cache"

@@ -447,6 +447,31 @@ def test_a_right_gradient_at_a_least_squares_optimum_passes(x64):
     assert not jaxmlp.check_gradients({"w": w}, X, y, backward_fn=backward(1e-6), loss_fn=loss).ok
 
 
+def test_a_kink_the_nudge_crosses_does_not_excuse_the_rest_of_its_leaf(x64):
+    """(V2)'s nudge of θ by 4 ε crosses the kinks the data put at θ (w[2r] - w[2r+1] = 0 for a constant w),
+    where jax.grad jumps by 1: that jump is not rounding and must not widen τ for the leaf's other entries.
+    A wrong smooth entry fails; a right backward passes, with jax's convention at the kinks or another. (The
+    leaf is too large for coordinate directions, and every random one crosses a kink: only (V2) can fail it.)"""
+    n, rows = 1000, 30
+    X = np.zeros((rows, n))
+    X[np.arange(rows), 2 * np.arange(rows)], X[np.arange(rows), 2 * np.arange(rows) + 1] = 1.0, -1.0
+    w = jnp.full((n,), 0.3)
+    loss = lambda w, X: jnp.sum(jax.nn.relu(X @ w)) + 0.5 * jnp.sum(w ** 2)
+
+    def backward(error, relu_at_0):
+        def fn(w, X):
+            z = X @ w
+            return loss(w, X), X.T @ jnp.where(z == 0, relu_at_0, (z > 0).astype(z.dtype)) + w + error
+        return fn
+
+    smooth_entry_off = jnp.zeros(n).at[500].set(1.0)  # entry 500 meets no kink: its right value is 0.3
+    assert jaxmlp.check_gradients(w, X, backward_fn=backward(0.0, 0.0), loss_fn=loss).ok
+    assert jaxmlp.check_gradients(w, X, backward_fn=backward(0.0, 1.0), loss_fn=loss).ok
+    bad = jaxmlp.check_gradients(w, X, backward_fn=backward(smooth_entry_off, 0.0), loss_fn=loss)
+    assert not bad.ok and bad.rows[0].worst_index == (500,), str(bad)
+    assert bad.rows[0].reason.startswith("disagrees with jax.grad at 1 of 1000 entries"), str(bad)
+
+
 def test_python_int_arguments_stay_static(x64):
     """An int argument used as a size (a slice, a range) is closed over, as jit's static_argnums would."""
     def loss(p, x, k):

@@ -71,15 +71,32 @@ def check_private(path: str) -> None:
         current = parent
 
 
+def _make_private_dirs(path: str) -> None:
+    """``os.makedirs(path)`` with every directory it creates mode 0700 (``makedirs`` gives the parents it
+    creates the umask's mode, 0775 under umask 002, which :func:`check_private` would then refuse)."""
+    missing, ancestor = [], path
+    while not os.path.lexists(ancestor):
+        missing.append(ancestor)
+        ancestor = os.path.dirname(ancestor)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:  # made meanwhile by another process; check_private judges it
+            pass
+    if not os.path.isdir(path):
+        raise NotADirectoryError(f"the compilation cache path {path!r} exists and is not a directory")
+
+
 def enable_compilation_cache(path=None) -> str:
     """Turn on jax's persistent compilation cache in ``path`` for every program of this process.
 
     Args:
       path: the cache directory (a ``str`` or ``os.PathLike``; ``~`` is expanded); ``None`` for
-        :func:`default_path`. It is created, mode 0700, if missing.
+        :func:`default_path`. It, and every missing parent, is created mode 0700.
 
     Returns:
-      The absolute path of the cache directory.
+      The absolute path of the cache directory, symlinks resolved: the directory that was checked is the
+      one jax uses, whatever a symlink on the way is later pointed at.
 
     Raises:
       PermissionError: the directory, or a parent, could be written by someone else (:func:`check_private`).
@@ -94,8 +111,9 @@ def enable_compilation_cache(path=None) -> str:
     if not isinstance(path, str) or not path:
         raise TypeError(f"path must be None or a non-empty path, got {path!r}")
     path = os.path.abspath(os.path.expanduser(path))
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    _make_private_dirs(path)
     check_private(path)
+    path = os.path.realpath(path)
     if jax.config.jax_compilation_cache_dir not in (None, path):
         compilation_cache.reset_cache()  # jax opens its cache once per process; let it reopen at `path`
     jax.config.update("jax_compilation_cache_dir", path)

@@ -16,7 +16,11 @@ loss scale of (V4), h the finite-difference step and ``g_ad = jax.grad(f)(θ)``:
   times the change of the leaf's g_ad when θ is nudged by 4 ε relative (θ' = θ ± 4 ε |θ|), the scale of
   g's rounding where g_ad is a cancellation (at a least-squares optimum, say)::
 
-      τ = max(rtol_autodiff max |g_ad|,  64 ε max_leaves max |g_ad|,  4 max |g_ad(θ') - g_ad(θ)|)   (V2)
+      τ = max(rtol_autodiff max |g_ad|,  64 ε max_leaves max |g_ad|,  4 max' |g_ad(θ') - g_ad(θ)|)   (V2)
+
+  max' leaves out the changes more than ``KINK_JUMP`` = 10⁶ times the leaf's median change: there the
+  nudge crossed a kink (a jump of g_ad, not its rounding), which would otherwise excuse every entry of
+  the leaf; those entries, where they disagree, are judged as kinks below.
 
 - **Finite differences** along directions v of one leaf at a time: the coordinates eᵢ of a leaf that the
   budget covers whole, else random unit vectors ±1/√n; compared with the directional derivative ⟨g, v⟩::
@@ -100,6 +104,7 @@ KINK_ENTRIES = 64  # entries of E judged by (V7)-(V9) at most; more fail the che
 DIRECTIONS_PER_CALL = 64  # directions per call of the compiled finite-difference program
 BATCH_NUMBERS = 1 << 18  # directions vmapped together × θ's size: large θ one direction at a time
 OFF_KINK = 1e-4  # the relative size of the off-kink perturbation (V9)
+KINK_JUMP = 1e6  # a change of g_ad under (V2)'s nudge this many times the leaf's median is a kink, not rounding
 _EPS = float(np.finfo(np.float64).eps)
 
 
@@ -396,10 +401,20 @@ def _aligned(pb: _Problem, grads):
     return problems, extra, given, g_flat
 
 
+def _rounding(wobble):
+    """The largest change of a leaf's g_ad under the 4 ε nudge that is rounding, for (V2): changes more than
+    ``KINK_JUMP`` times the leaf's median (nonzero) change are kinks the nudge crossed, left out."""
+    moved = wobble[wobble > 0]
+    if moved.size == 0:
+        return 0.0
+    typical = np.quantile(moved, 0.5, method="lower")
+    return float(np.max(moved[moved <= KINK_JUMP * typical]))
+
+
 def _tolerance(g_ad_leaves, wobble_leaves, rtol):
     """τ of (V2) per leaf."""
     floor = 64 * _EPS * max((float(np.max(np.abs(r), initial=0.0)) for r in g_ad_leaves), default=0.0)
-    return [max(rtol * float(np.max(np.abs(r), initial=0.0)), floor, 4 * float(np.max(w, initial=0.0)))
+    return [max(rtol * float(np.max(np.abs(r), initial=0.0)), floor, 4 * _rounding(np.ravel(w)))  # (V2)
             for r, w in zip(g_ad_leaves, wobble_leaves)]
 
 
