@@ -149,7 +149,8 @@ def test_temporaries_of_exited_writers_of_this_host_are_removed(cleaner, tmp_pat
     host, dead = checkpoint._host(), exited_pid()
     orphan = f".tmp_ckpt_{host}_{dead}_x.npz"
     kept = [f".tmp_ckpt_{host}_{os.getpid()}_x.npz", f".tmp_ckpt_{host}_1_x.npz",
-            f".tmp_ckpt_{host}-elsewhere_{dead}_x.npz", ".tmp_ckpt_abc.npz"]
+            f".tmp_ckpt_{host}-elsewhere_{dead}_x.npz", ".tmp_ckpt_abc.npz",
+            f".tmp_ckpt_{host}_{10**20}_x.npz"]  # no pid os.kill can take (OverflowError): not ours to remove
     for name in [orphan, *kept]:
         (tmp_path / name).write_bytes(b"torn")
     if cleaner == "save":

@@ -69,6 +69,19 @@ def test_an_activation_without_a_second_derivative_is_refused(x64):
         jaxmlp.hvp(params, v, x, y, activation="tanh", output_activation=softplus, loss="mse")
 
 
+def test_a_direction_not_shaped_like_params_is_refused_under_jit(x64):
+    """A bias of shape (1,) would broadcast into a wrong H v; too few layers, a transposed W: named errors."""
+    params, v, x, y = _problem("mse", "tanh")
+    hvp = jax.jit(partial(jaxmlp.hvp, activation="tanh", loss="mse"))
+    bad_bias = (v[0]._replace(b=v[0].b[:1]),) + v[1:]
+    with pytest.raises(ValueError, match=r"v\[0\]\.b must have the shape of params\[0\]\.b, \(6,\), got \(1,\)"):
+        hvp(params, bad_bias, x, y)
+    with pytest.raises(ValueError, match="v must be 3 layers"):
+        hvp(params, v[:2], x, y)
+    with pytest.raises(ValueError, match=r"v\[1\]\.W must have the shape of params\[1\]\.W, \(5, 6\), got \(6, 5\)"):
+        hvp(params, (v[0], v[1]._replace(W=v[1].W.T), v[2]), x, y)
+
+
 @pytest.mark.parametrize("name", [n for n in activations.HIDDEN_NAMES])
 def test_hand_written_second_derivatives_equal_autodiffs(x64, name):
     """The hand-written second derivatives (A1'')-(A7'') against autodiff's of the value function, on a grid

@@ -259,6 +259,21 @@ def test_apply_updates_rejects_a_shape_mismatch_instead_of_broadcasting():
         optim.apply_updates((jnp.ones(3),), (jnp.ones((3, 3)),))
 
 
+@pytest.mark.parametrize("name, make", [("adam", lambda: optim.adam(0.1)), ("momentum", lambda: optim.sgd(0.1, 0.9)),
+                                         ("sgd", lambda: optim.sgd(0.1))])
+def test_update_rejects_gradients_shaped_unlike_the_state_under_jit(name, make):
+    """A (3, 1) gradient for a (3,) parameter would broadcast Adam's moments or the trace to (3, 3) and
+    corrupt every later step; the error names the leaf and both shapes, at trace time."""
+    opt, params = make(), {"w": jnp.ones(3)}
+    state = opt.init(params)
+    update = jax.jit(opt.update)
+    with pytest.raises(ValueError, match=r"grads\['w'\] has shape \(3, 1\), but .*\['w'\] has shape \(3,\)"):
+        update({"w": jnp.ones((3, 1))}, state, params)
+    if name != "sgd":  # without params, the state alone names the shape
+        with pytest.raises(ValueError, match=r"grads\['w'\] has shape \(3, 1\)"):
+            update({"w": jnp.ones((3, 1))}, state)
+
+
 def test_optimizers_compare_by_value():
     """Two optimizers built from equal hyperparameters are two objects, equal and of one hash, so that jit's
     cache (fit's compiled program) serves both; other values, or another type of the same value, differ."""

@@ -138,6 +138,29 @@ def test_a_vjp_returning_the_wrong_structure_fails_instead_of_raising(x64):
     assert not report.ok and "not a pytree of the inputs' structure" in report.failures[0]
 
 
+@pytest.mark.parametrize("check", ["vjp", "jvp"])
+def test_a_large_output_does_not_hide_an_error_in_a_small_one(x64, check):
+    """One output leaf of size 1e12 beside one of size 1e-6: the finite differences' rounding noise of each
+    row is its own output's, so a rule 25 % wrong on the small output fails (with the large output's noise,
+    it passed)."""
+    f = lambda x: {"big": 1e12 * x, "small": 1e-6 * x ** 2}
+    x = jnp.array([0.7, -1.3, 2.1])
+
+    def vjp(scale):
+        return lambda primals, u: (1e12 * u["big"] + 1e-6 * scale * primals[0] * u["small"],)
+
+    def jvp(scale):
+        return lambda primals, tangents: (f(*primals), {"big": 1e12 * tangents[0],
+                                                        "small": 1e-6 * scale * primals[0] * tangents[0]})
+
+    run = (lambda rule: jaxmlp.check_vjp(f, x, vjp=rule)) if check == "vjp" else (
+        lambda rule: jaxmlp.check_jvp(f, x, jvp=rule))
+    make = vjp if check == "vjp" else jvp
+    assert run(make(2.0)).ok
+    bad = run(make(2.5))
+    assert [r.path.endswith("['small']") for r in bad.rows if not r.ok] == [True], str(bad)
+
+
 def test_exactly_one_of_vjp_and_rule(x64):
     with pytest.raises(TypeError, match="exactly one of vjp="):
         jaxmlp.check_vjp(attention, *_qkv())

@@ -90,7 +90,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process: alive
+    except (PermissionError, OverflowError, ValueError):  # another user's process, or no pid of ours: keep it
         return True
     return True
 

@@ -73,6 +73,20 @@ def params_chain(params) -> tuple[int, ...]:
     return tuple(widths)
 
 
+def like_params(params, tree, name: str) -> None:
+    """``tree`` (a direction, an update) is layer by layer ``(W, b)`` of the shapes of ``params``."""
+    if not isinstance(tree, (tuple, list)) or len(tree) != len(params):
+        raise ValueError(f"{name} must be {len(params)} layers (W, b) like params, got "
+                         f"{type(tree).__name__}{f' of {len(tree)}' if isinstance(tree, (tuple, list)) else ''}")
+    for l, (layer, like) in enumerate(zip(tree, params), start=1):
+        if not isinstance(layer, tuple) or len(layer) != 2:
+            raise TypeError(f"{name}[{l - 1}] (layer {l}) must be a Layer(W, b), got {type(layer).__name__}")
+        for leaf, a, ref in zip("Wb", layer, like):
+            if _shape(a) != _shape(ref):
+                raise ValueError(f"{name}[{l - 1}].{leaf} must have the shape of params[{l - 1}].{leaf}, "
+                                 f"{_shape(ref)}, got {_shape(a)}")
+
+
 def input_matches(widths, x) -> None:
     """``x`` is ``(n_in,)`` or ``(batch, n_in)`` with the first layer's ``n_in``."""
     if _ndim(x) not in (1, 2):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxmlp import losses
+from jaxmlp import checks, losses
 from jaxmlp.mlp import prepare
 from jaxmlp.types import Layer
 
@@ -51,9 +51,11 @@ def hvp(params, v, x, y, *, activation="relu", output_activation=None, loss="mse
       A tuple of ``Layer`` like ``params``; equals ``jax.jvp(jax.grad(loss_fn), (params,), (v,))[1]``.
 
     Raises:
-      ValueError: for an activation without a hand-written second derivative (``Activation.grad2``).
+      ValueError: for an activation without a hand-written second derivative (``Activation.grad2``), or a
+        ``v`` not shaped like ``params``.
     """
     sigma, sigma_out, Y, fp = prepare(params, x, y, activation, output_activation, loss)
+    checks.like_params(params, v, "v")
     L = len(params)
     d2sigma = _needs_grad2(sigma, "hidden") if L > 1 else None
     Z, A = fp.z, fp.a

@@ -230,6 +230,22 @@ def _value_key(value):
     return "identity", id(value)  # the _Bound holds the object, so its id stays unique while compared
 
 
+def _check_shapes(grads, like, what: str) -> None:
+    """Each leaf of ``grads`` has the shape of its state leaf in ``like``: a gradient of another shape would
+    broadcast into the state and corrupt it for every later step. (A tree of another structure is
+    ``jax.tree.map``'s error.)"""
+    leaves = jax.tree_util.tree_flatten_with_path(grads)[0]
+    refs = jax.tree.leaves(like)
+    if len(leaves) != len(refs):
+        return
+    for (path, g), ref in zip(leaves, refs):
+        if jnp.shape(g) != jnp.shape(ref):
+            where = jax.tree_util.keystr(path)
+            raise ValueError(f"grads{where} has shape {jnp.shape(g)}, but {what}{where} has shape {jnp.shape(ref)}: "
+                             f"pass gradients shaped like the params given to init")
+
+
+# ---------------------------------------------------------------- GD and SGD
 # ---------------------------------------------------------------- GD and SGD
 
 
@@ -244,8 +260,11 @@ def _sgd_init(hp, params):
 def _sgd_update(hp, grads, state, params=None, **extra_args):
     scheduled = callable(hp["learning_rate"])
     inner = state.inner if scheduled else state
+    if params is not None:
+        _check_shapes(grads, params, "params")
     direction = grads  # (O1)
     if hp["keeps_trace"]:
+        _check_shapes(grads, inner.trace, "the momentum trace")
         mu = hp["momentum"]
         trace = jax.tree.map(lambda g, tau: g + mu * tau, grads, inner.trace)  # (O2)
         direction = jax.tree.map(lambda g, tau: g + mu * tau, grads, trace) if hp["nesterov"] else trace  # (O3)
@@ -297,6 +316,7 @@ def _adam_update(hp, grads, state, params=None, **extra_args):
     if decays and params is None:
         raise ValueError("adamw's update needs params: the decay λθ of (O9) is built from them; call "
                          "update(grads, state, params)")
+    _check_shapes(grads, state.mu, "the first moment mu")
     # Arithmetic in at least float32 (a no-op cast unless a dtype is float16 or bfloat16).
     wide = jax.tree.map(lambda g, m: _wide(g.dtype, m.dtype), grads, state.mu)
     g_w = jax.tree.map(lambda g, w: g.astype(w), grads, wide)

@@ -15,8 +15,9 @@ supported on one input leaf, so each row of the report is one input leaf × one 
 one parameter leaf), and a dropped contribution, a transposed cotangent or a wrong scale shows in the row
 where it happens. An entry passes against jax when it is within ``rtol_autodiff`` of the largest entry of
 its leaf over the samples (or 64 ε of the largest anywhere); a finite difference within ``rtol_fd`` of
-the largest reference value, or within the rounding noise 10 ε λ / h of the reference function's values
-λ. ``precision="float32"`` gives the tolerances for a rule that computes in float32 (1e-5, 1e-4).
+the largest reference value, or within the rounding noise 10 ε λ / h, λ the largest value of the output
+leaf the row differences (for an HVP, of the gradient's leaf), and at least 1: a large output elsewhere
+does not hide an error in a small one. ``precision="float32"`` gives the tolerances for a rule that computes in float32 (1e-5, 1e-4).
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ def check_vjp(reference, *primals, vjp=None, rule=None, samples: int = 3, h: flo
         # Finite differences (R1): per input leaf, `samples` random directions v; <u, Jv> for every u.
         fd = {}
         fn = jax.jit(reference)
-        lam = max(1.0, _largest(out_leaves))
+        lam = [max(1.0, _largest([y_k])) for y_k in out_leaves]  # per output leaf: its own rounding
         for i, (pi, j, _, leaf) in enumerate(inputs):
             for s in range(samples):
                 v = jax.random.normal(jax.random.fold_in(jax.random.key(seed + 1), i * samples + s), jnp.shape(leaf),
@@ -236,7 +237,7 @@ def check_vjp(reference, *primals, vjp=None, rule=None, samples: int = 3, h: flo
                 u_norm = max(float(np.sum(np.abs(np.asarray(jax.tree.leaves(cotangents[k, t])[k]))))
                              for t in range(samples))
                 rows.append(_row(name, tuple(np.shape(leaf)), got[i, k], ref[i, k], rtol_autodiff, rtol_fd, floor,
-                                 10 * _EPS * lam * u_norm / h, precision, dtypes.get(i), fd_products=fd.get((i, k))))
+                                 10 * _EPS * lam[k] * u_norm / h, precision, dtypes.get(i), fd_products=fd.get((i, k))))
     return RuleReport("vjp", value_check, tuple(rows), rtol_autodiff, rtol_fd, h, samples)
 
 
@@ -265,7 +266,7 @@ def check_jvp(reference, *primals, jvp=None, rule=None, samples: int = 3, h: flo
         out_paths, out_leaves, _ = _leaves(y)
         inputs = _inputs(primals)
         fn = jax.jit(reference)
-        lam = max(1.0, _largest(out_leaves))
+        lam = [max(1.0, _largest([y_k])) for y_k in out_leaves]  # per output leaf: its own rounding
         got, ref, fd, dtypes, problems, value_check = {}, {}, {}, {}, [""] * len(inputs), None
         for i, (pi, j, _, leaf) in enumerate(inputs):
             for s in range(samples):
@@ -303,7 +304,7 @@ def check_jvp(reference, *primals, jvp=None, rule=None, samples: int = 3, h: flo
                     rows.append(LeafCheck(name, False, problems[i] or "no tangent output", tuple(np.shape(out_leaves[k]))))
                     continue
                 rows.append(_row(name, tuple(np.shape(out_leaves[k])), got[i, k], ref[i, k], rtol_autodiff, rtol_fd,
-                                 floor, 10 * _EPS * lam * t_norm / h, precision, dtypes.get(k), fd_est=fd[i, k]))
+                                 floor, 10 * _EPS * lam[k] * t_norm / h, precision, dtypes.get(k), fd_est=fd[i, k]))
     return RuleReport("jvp", value_check, tuple(rows), rtol_autodiff, rtol_fd, h, samples)
 
 
@@ -323,7 +324,7 @@ def check_hvp(params, *args, hvp_fn, loss_fn, samples: int = 3, h: float = 1e-6,
         grad = jax.jit(jax.grad(loss_fn))
         reference = jax.jit(lambda p, v, *a: jax.jvp(lambda q: jax.grad(loss_fn)(q, *a), (p,), (v,))[1])
         g0 = jax.tree.leaves(grad(params, *args))
-        lam = max(1.0, _largest(g0))
+        lam = [max(1.0, _largest([g_j])) for g_j in g0]  # per gradient leaf: its own rounding
         got, ref, fd, dtypes, problems = {}, {}, {}, {}, [""] * len(leaves)
         for s in range(samples):
             keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), s), len(leaves))
@@ -354,5 +355,5 @@ def check_hvp(params, *args, hvp_fn, loss_fn, samples: int = 3, h: float = 1e-6,
                 rows.append(LeafCheck(path, False, problems[j], tuple(np.shape(leaf))))
                 continue
             rows.append(_row(path, tuple(np.shape(leaf)), got[j], ref[j], rtol_autodiff, rtol_fd, floor,
-                             10 * _EPS * lam / h, precision, dtypes.get(j), fd_est=fd[j]))
+                             10 * _EPS * lam[j] / h, precision, dtypes.get(j), fd_est=fd[j]))
     return RuleReport("hvp", None, tuple(rows), rtol_autodiff, rtol_fd, h, samples)
