@@ -350,9 +350,10 @@ def test_adamw_with_per_model_hyperparameters_equals_fit(x64):
     (dict(optimizer=sgd_momentum), TypeError, "needs hyperparams="),
     (dict(), TypeError, "needs optimizer="),
     (dict(optimizer=optim.adam(1e-2), shuffle="each"), ValueError, "shuffle must be one of"),
+    (dict(optimizer=optim.adam(1e-2), key="seed"), TypeError, "key must be a jax.random key"),
 ], ids=["hyperparams-too-short", "hyperparams-scalar", "unused-name", "unused-optax-name", "missing-name",
         "learning_rates-and-optimizer", "factory-returns-str", "hyperparams-without-factory",
-        "factory-without-hyperparams", "no-optimizer", "shuffle"])
+        "factory-without-hyperparams", "no-optimizer", "shuffle", "key"])
 def test_bad_sweeps_are_refused_before_compiling(kw, error, match):
     stack, x, y = problem()
     with pytest.raises(error, match=match):

@@ -315,7 +315,9 @@ def test_fit_rejects_bad_arguments(overrides, match, problem32):
     (dict(epochs_per_call=-1), ValueError, "epochs_per_call must be None or a positive int"),
     (dict(checkpoint_every=0, checkpoint_dir="unused"), ValueError, "checkpoint_every must be None or a positive"),
     (dict(checkpoint_dir="unused"), ValueError, "needs checkpoint_every"),
-], ids=["optimizer-name", "epochs_per_call", "checkpoint_every", "dir-without-every"])
+    (dict(key=0), TypeError, r"key must be a jax.random key.*got int: 0"),
+    (dict(key=jax.random.split(jax.random.key(0), 3)), TypeError, r"key must be .*shape \(3,\)"),
+], ids=["optimizer-name", "epochs_per_call", "checkpoint_every", "dir-without-every", "key-int", "key-split"])
 def test_fit_rejects_bad_options_before_compiling(kw, error, match):
     params = init_mlp(jax.random.key(0), [3, 4, 1])
     x, y = jnp.ones((8, 3)), jnp.ones((8, 1))

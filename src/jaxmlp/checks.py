@@ -87,6 +87,20 @@ def like_params(params, tree, name: str) -> None:
                                  f"{_shape(ref)}, got {_shape(a)}")
 
 
+def random_key(key):
+    """``key`` is a ``jax.random`` key: a typed key of shape () (``jax.random.key(seed)``), or a legacy
+    ``jax.random.PRNGKey(seed)``, uint32 of shape (2,). Returns it; None gives ``jax.random.key(0)``."""
+    if key is None:
+        return jax.random.key(0)
+    dtype = getattr(key, "dtype", None)
+    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+    if (typed and _shape(key) == ()) or (not typed and dtype == jnp.uint32 and _shape(key) == (2,)):
+        return key
+    raise TypeError(f"key must be a jax.random key, jax.random.key(seed) (or a legacy jax.random.PRNGKey(seed)), "
+                    f"got {type(key).__name__}" + (f" of dtype {dtype} and shape {_shape(key)}" if dtype else
+                                                   f": {key!r}"))
+
+
 def input_matches(widths, x) -> None:
     """``x`` is ``(n_in,)`` or ``(batch, n_in)`` with the first layer's ``n_in``."""
     if _ndim(x) not in (1, 2):

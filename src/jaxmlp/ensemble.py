@@ -46,7 +46,7 @@ import numpy as np
 from jax.extend.core import Var
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxmlp import evaluation, loop, losses, mlp, optim
+from jaxmlp import checks, evaluation, loop, losses, mlp, optim
 
 SHUFFLES = ("shared", "per_model")
 GROUP_BUDGET = 1 << 19  # activations (numbers) of the models evaluated together each epoch: 2 MiB in float32
@@ -274,7 +274,7 @@ def fit_ensemble(params_stack, x, y, *, optimizer=None, hyperparams=None, learni
              if mesh is None else None)
     config = loop.Config(loss, activation, output_activation, grad, batch_size, compute_dtype,
                          eval_chunk=chunk, metrics=metrics)
-    key = jax.random.key(0) if key is None else key
+    key = checks.random_key(key)
     per_model = shuffle == "per_model"
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(K)) if per_model else key  # (E2)
     ok = jnp.ones((K,), bool)

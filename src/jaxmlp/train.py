@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxmlp import evaluation, loop
+from jaxmlp import checks, evaluation, loop
 from jaxmlp.evaluation import evaluate
 
 __all__ = ["TrainingDiverged", "evaluate", "fit"]
@@ -108,7 +108,7 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
     mesh = None if mesh is None else loop.auto_axes(mesh)
     config = loop.Config(loss, activation, output_activation, grad, batch_size, compute_dtype, mesh,
                          evaluation.chunk_size(params), metrics)
-    key = jax.random.key(0) if key is None else key
+    key = checks.random_key(key)
     if mesh is not None:
         loop.check_axis(mesh, "data", batch_size or jnp.shape(x)[0], "batch_size (or N, for full batch)")
         params, x, y = jax.device_put((params, x, y), NamedSharding(mesh, PartitionSpec()))
