@@ -217,6 +217,14 @@ def test_bad_arguments_are_usage_errors(argv, match, capsys):
     assert "Traceback" not in err
 
 
+def test_a_diverging_train_exits_1_with_a_message_not_a_traceback(capsys):
+    code = cli.main(["train", "--dataset", "digits", "--sizes", "64,16,10", "--epochs", "1", "--optimizer", "sgd",
+                     "--lr", "1e6", "--no-progress", "--no-cache"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    assert err.startswith("jaxmlp train: training diverged in epoch 1") and "Try a smaller --lr" in err, err
+
+
 def test_train_help_lists_every_flags_choices_and_default(capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(["train", "--help"])

@@ -360,6 +360,13 @@ def test_bad_sweeps_are_refused_before_compiling(kw, error, match):
         fit_ensemble(stack, x, y, loss=LOSS, **kw)
 
 
+def test_a_model_starting_from_nan_is_refused_not_returned_as_its_last_finite_params():
+    stack, x, y = problem()
+    stack = (stack[0]._replace(b=stack[0].b.at[1, 0].set(jnp.nan)),) + tuple(stack[1:])
+    with pytest.raises(ValueError, match=r"params\[0\]\.b holds 1 non-finite values.*row 1"):
+        fit_ensemble(stack, x, y, loss=LOSS, optimizer=optim.adam(1e-2))
+
+
 @pytest.mark.parametrize("learning_rates", [(1e-2,), (1e-2, 2e-2, 3e-2), 1e-2, ((1e-2,), (2e-2,))],
                          ids=["too-few", "too-many", "scalar", "column"])
 def test_ensemble_rejects_learning_rates_of_the_wrong_shape(learning_rates, problem32):

@@ -232,3 +232,22 @@ def test_nan_row_gives_nan_loss_not_a_number():
     labels = np.array([0, 1], np.int32)
     assert np.isnan(float(jaxmlp.evaluate(params, x, labels, loss="ce")["loss"]))
     assert np.isnan(np.asarray(jaxmlp.forward(params, x))[1]).all()
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    (dict(key=0), TypeError, r"key must be a jax.random key.*got int: 0"),
+    (dict(dtype=jnp.int32), TypeError, "dtype must be a floating dtype"),
+    (dict(dtype=jnp.int32, init="zeros"), TypeError, "dtype must be a floating dtype"),
+], ids=["key-int", "dtype-int", "dtype-int-zeros"])
+def test_init_mlp_names_a_bad_key_or_dtype(kw, error, match):
+    with pytest.raises(error, match=match):
+        jaxmlp.init_mlp(**{"key": jax.random.key(0), "sizes": [2, 3], **kw})
+
+
+def test_an_empty_batch_is_refused_not_a_nan_loss():
+    params = jaxmlp.init_mlp(jax.random.key(0), [4, 3, 1])
+    x, y = jnp.zeros((0, 4)), jnp.zeros((0, 1))
+    for fn in (partial(jaxmlp.loss_fn, loss="mse"), partial(jaxmlp.backward, loss="mse"),
+               jax.jit(partial(jaxmlp.loss_fn, loss="bce"))):
+        with pytest.raises(ValueError, match=r"x has no examples: shape \(0, 4\)"):
+            fn(params, x, y)

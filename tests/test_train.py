@@ -31,6 +31,7 @@ from _trees import assert_trees_equal, max_rel
 
 from jaxmlp import TrainingDiverged, backward, datasets, evaluate, fit, forward, init_mlp, loss_fn, optim
 from jaxmlp.shuffle import permutation
+from jaxmlp.types import Layer
 
 
 @jax.jit
@@ -316,13 +317,25 @@ def test_fit_rejects_bad_arguments(overrides, match, problem32):
     (dict(checkpoint_every=0, checkpoint_dir="unused"), ValueError, "checkpoint_every must be None or a positive"),
     (dict(checkpoint_dir="unused"), ValueError, "needs checkpoint_every"),
     (dict(key=0), TypeError, r"key must be a jax.random key.*got int: 0"),
+    (dict(params=(Layer(jnp.full((1, 3), jnp.nan), jnp.zeros(1)),)), ValueError,
+     r"params\[0\]\.W holds 3 non-finite values.*Start from finite parameters"),
     (dict(key=jax.random.split(jax.random.key(0), 3)), TypeError, r"key must be .*shape \(3,\)"),
-], ids=["optimizer-name", "epochs_per_call", "checkpoint_every", "dir-without-every", "key-int", "key-split"])
+], ids=["optimizer-name", "epochs_per_call", "checkpoint_every", "dir-without-every", "key-int", "key-split",
+        "params-nan"])
 def test_fit_rejects_bad_options_before_compiling(kw, error, match):
     params = init_mlp(jax.random.key(0), [3, 4, 1])
     x, y = jnp.ones((8, 3)), jnp.ones((8, 1))
     with pytest.raises(error, match=match):
-        fit(params, x, y, **{"optimizer": optim.sgd(0.1), "loss": "mse", **kw})
+        fit(**{"params": params, "x": x, "y": y, "optimizer": optim.sgd(0.1), "loss": "mse", **kw})
+
+
+def test_fit_takes_nested_lists_as_loss_fn_does():
+    params = init_mlp(jax.random.key(0), [2, 3, 1])
+    x, y = [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]], [[1.0], [1.0], [0.0], [0.0]]
+    kw = dict(optimizer=optim.sgd(0.1), loss="bce", epochs=2)
+    _, from_lists = fit(params, x, y, **kw)
+    _, from_arrays = fit(params, jnp.asarray(x), jnp.asarray(y), **kw)
+    np.testing.assert_array_equal(from_lists["loss"], from_arrays["loss"])
 
 
 # --- acceptance on real data ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ Beside the leaves (``leaf_00000``, ...), a checkpoint holds:
 
 - ``meta``: a JSON string describing the state it was written from (per part of a tuple state: the
   part's type name and each leaf's path, shape and dtype), so that a template that does not match is
-  refused with what differs (another optimizer, another architecture, another dtype);
+  refused with what differs (another kind of optimizer state, another architecture, another dtype);
 - ``history_<name>``: optional arrays, the metrics of the run up to this step (:func:`load_history`).
 """
 

@@ -89,9 +89,7 @@ def like_params(params, tree, name: str) -> None:
 
 def random_key(key):
     """``key`` is a ``jax.random`` key: a typed key of shape () (``jax.random.key(seed)``), or a legacy
-    ``jax.random.PRNGKey(seed)``, uint32 of shape (2,). Returns it; None gives ``jax.random.key(0)``."""
-    if key is None:
-        return jax.random.key(0)
+    ``jax.random.PRNGKey(seed)``, uint32 of shape (2,). Returns it."""
     dtype = getattr(key, "dtype", None)
     typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
     if (typed and _shape(key) == ()) or (not typed and dtype == jnp.uint32 and _shape(key) == (2,)):
@@ -99,6 +97,21 @@ def random_key(key):
     raise TypeError(f"key must be a jax.random key, jax.random.key(seed) (or a legacy jax.random.PRNGKey(seed)), "
                     f"got {type(key).__name__}" + (f" of dtype {dtype} and shape {_shape(key)}" if dtype else
                                                    f": {key!r}"))
+
+
+def as_array(a):
+    """``a`` if it is an array (NumPy or jax), else ``jnp.asarray(a)``: data given as nested lists, as
+    :func:`jaxmlp.loss_fn` accepts it."""
+    return a if hasattr(a, "dtype") and hasattr(a, "shape") else jnp.asarray(a)
+
+
+def finite_params(params) -> None:
+    """:func:`finite_values` of every leaf of ``params`` (a stack of models too): training from a NaN has no
+    last finite parameters to hand back."""
+    for l, layer in enumerate(params):
+        for leaf, a in zip("Wb", layer):
+            finite_values(f"params[{l}].{leaf}", a, fix="Start from finite parameters (init_mlp, or a checkpoint "
+                                                        "saved before the run diverged)")
 
 
 def input_matches(widths, x) -> None:
@@ -154,7 +167,7 @@ def _host_values(a):
     return np.asarray(a)
 
 
-def finite_values(name: str, a) -> None:
+def finite_values(name: str, a, fix: str = "Drop or impute those rows before training") -> None:
     """Every value of the concrete array ``a`` is finite; else a ValueError naming ``name``, the count of
     NaN/inf values and the first row that holds one (a NaN in the data is bad input, not divergence)."""
     if not jnp.issubdtype(jnp.result_type(a), jnp.inexact):  # jnp: NumPy does not count bfloat16 as inexact
@@ -171,7 +184,7 @@ def finite_values(name: str, a) -> None:
     raise ValueError(f"{name} holds {n_nan + n_inf} non-finite values ({n_nan} NaN, {n_inf} inf) in "
                      f"{int(rows.sum())} of its {len(rows)} rows; the first is row {first}: "
                      f"{name}[{first}] = {np.array2string(values[first], threshold=8, edgeitems=3)}. "
-                     f"Drop or impute those rows before training")
+                     f"{fix}")
 
 
 def labels_in_range(y, n_classes: int, name: str = "y") -> None:

@@ -262,7 +262,7 @@ def train(args) -> int:
     import jax
 
     from jaxmlp import datasets
-    from jaxmlp.train import fit
+    from jaxmlp.train import TrainingDiverged, fit
 
     spec = datasets.spec(args.dataset)
     sizes = args.sizes or [spec.n_in, 64, 32, spec.n_out]
@@ -295,12 +295,18 @@ def train(args) -> int:
             bar.update(epoch - bar.n)
 
     start = time.perf_counter()
-    params, history = fit(params, x_train, y_train, optimizer=_optimizer(args), epochs=args.epochs,
-                          batch_size=batch_size, key=key_fit, grad=args.grad, epochs_per_call=per_call,
-                          callback=progress, checkpoint_dir=args.checkpoint_dir,
-                          checkpoint_every=checkpoint_every, **kw)
-    if bar is not None:
-        bar.close()
+    try:
+        params, history = fit(params, x_train, y_train, optimizer=_optimizer(args), epochs=args.epochs,
+                              batch_size=batch_size, key=key_fit, grad=args.grad, epochs_per_call=per_call,
+                              callback=progress, checkpoint_dir=args.checkpoint_dir,
+                              checkpoint_every=checkpoint_every, **kw)
+    except (TrainingDiverged, ValueError) as e:  # a step too large; a checkpoint this run cannot resume
+        hint = f" Try a smaller --lr (this run: {args.lr:g})." if isinstance(e, TrainingDiverged) else ""
+        print(f"jaxmlp train: {e}.{hint}", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
     metrics = _jitted(_final_metrics, regression=spec.task == "regression", **kw)(
         params, x_train, y_train, x_test, y_test)
     train_m, test_m = ({k: float(v) for k, v in m.items()} for m in metrics)

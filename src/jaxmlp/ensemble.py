@@ -264,7 +264,9 @@ def fit_ensemble(params_stack, x, y, *, optimizer=None, hyperparams=None, learni
     if shuffle not in SHUFFLES:
         raise ValueError(f"shuffle must be one of {SHUFFLES}, got shuffle={shuffle!r}")
     first = jax.tree.map(lambda leaf: leaf[0], params_stack)
+    x, y = checks.as_array(x), checks.as_array(y)
     loop.check_run(first, x, y, loss, activation, output_activation, epochs, batch_size, grad, metrics)
+    checks.finite_params(params_stack)
     loop.check_loop_options(checkpoint_dir, checkpoint_every, epochs_per_call)
     _check_factory(factory, hyper, first)
     # The per-epoch evaluation: `group` models at a time, each in chunks of fit's size (so that model i's
@@ -274,7 +276,7 @@ def fit_ensemble(params_stack, x, y, *, optimizer=None, hyperparams=None, learni
              if mesh is None else None)
     config = loop.Config(loss, activation, output_activation, grad, batch_size, compute_dtype,
                          eval_chunk=chunk, metrics=metrics)
-    key = checks.random_key(key)
+    key = jax.random.key(0) if key is None else checks.random_key(key)
     per_model = shuffle == "per_model"
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(K)) if per_model else key  # (E2)
     ok = jnp.ones((K,), bool)

@@ -42,6 +42,9 @@ def init_mlp(key, sizes, *, init="he", dtype=jnp.float32) -> tuple[Layer, ...]:
     keys too. A callable ``init`` runs op by op, as a fresh closure would otherwise compile on every call.
     """
     widths = checks.sizes(sizes)
+    checks.random_key(key)
+    if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype must be a floating dtype (float32, float64, bfloat16, ...), got dtype={dtype!r}")
     if isinstance(init, str):
         return _init_compiled(key, widths=widths, init=init,  # None: jax's default float, as before
                               dtype=jnp.dtype(jnp.result_type(float) if dtype is None else dtype))
@@ -188,6 +191,8 @@ def check_target(params, x, y, loss):
         raise ValueError(f"loss='ce' needs at least 2 output units (classes), but the last layer has "
                          f"{widths[-1]}; use loss='bce' with a sigmoid output for a binary task")
     checks.input_matches(widths, x)
+    if jnp.ndim(x) == 2 and jnp.shape(x)[0] == 0:  # a mean over no examples: 0/0
+        raise ValueError(f"x has no examples: shape {jnp.shape(x)}; a loss is a mean over at least one")
     checks.batch_matches(x, y)
     out_shape = jax.ShapeDtypeStruct(jnp.shape(x)[:-1] + (widths[-1],), jnp.result_type(float))
     if loss == "ce":

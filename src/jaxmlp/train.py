@@ -75,7 +75,9 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
       grad: ``"manual"`` (:func:`jaxmlp.backward`'s equations) or ``"autodiff"`` (``jax.grad(loss_fn)``).
       checkpoint_dir, checkpoint_every: write an atomic checkpoint every ``checkpoint_every`` epochs
         and after the last one, and resume from the latest one found in ``checkpoint_dir``. A checkpoint
-        of another run (another optimizer, architecture or dtype) is refused, saying what differs.
+        whose state does not fit (another architecture, dtype, or kind of optimizer state: Adam's
+        moments for SGD's trace) is refused, saying what differs. Hyperparameters (learning rate, batch
+        size, activation) are not recorded: a rerun with other ones goes on from the checkpoint with them.
       epochs_per_call: epochs per compiled call (default: all of them); calls also end at every
         multiple of ``checkpoint_every``.
       callback: ``callback(epoch, metrics)`` after each compiled call, with that call's last metrics.
@@ -100,7 +102,9 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
         epoch whose metrics and parameters were finite (with ``metrics="minibatch"`` their own loss
         may already overflow).
     """
+    x, y = checks.as_array(x), checks.as_array(y)
     loop.check_run(params, x, y, loss, activation, output_activation, epochs, batch_size, grad, metrics)
+    checks.finite_params(params)
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise TypeError(f"optimizer must be a GradientTransformation with init and update (jaxmlp.optim.adam(...) "
                         f"or an optax one), got {type(optimizer).__name__}: {optimizer!r}")
@@ -108,7 +112,7 @@ def fit(params, x, y, *, optimizer, loss, activation="relu", output_activation=N
     mesh = None if mesh is None else loop.auto_axes(mesh)
     config = loop.Config(loss, activation, output_activation, grad, batch_size, compute_dtype, mesh,
                          evaluation.chunk_size(params), metrics)
-    key = checks.random_key(key)
+    key = jax.random.key(0) if key is None else checks.random_key(key)
     if mesh is not None:
         loop.check_axis(mesh, "data", batch_size or jnp.shape(x)[0], "batch_size (or N, for full batch)")
         params, x, y = jax.device_put((params, x, y), NamedSharding(mesh, PartitionSpec()))
