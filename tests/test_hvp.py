@@ -92,3 +92,11 @@ def test_hand_written_second_derivatives_equal_autodiffs(x64, name):
     reference = jax.vmap(jax.grad(jax.grad(sigma.fn)))(z)
     scale = max(float(jnp.max(jnp.abs(reference))), 1.0)
     assert float(jnp.max(jnp.abs(sigma.grad2(z) - reference))) <= 1e-13 * scale
+
+
+@pytest.mark.parametrize("name", activations.HIDDEN_NAMES)
+def test_second_derivatives_are_finite_far_out_in_float32(name):
+    """Far out σ'' tends to 0 (or is 0); z² overflowing float32 must not make it 0 · inf = NaN."""
+    z = jnp.array([-3e19, -1e13, -1e10, -50.0, 50.0, 1e10, 1e13, 3e19], jnp.float32)
+    g2 = activations.get(name).grad2(z)
+    assert bool(jnp.all(jnp.isfinite(g2))) and float(jnp.max(jnp.abs(g2))) <= 1e-6, g2

@@ -164,14 +164,15 @@ def _zero(z):
 
 def _gelu_grad2(z):
     phi = _INV_SQRT_2PI * jnp.exp(-0.5 * z * z)
-    return phi * (2 - z * z)  # (A5'')
+    return phi * jnp.where(phi > 0, 2 - z * z, 0)  # (A5''); where φ underflows, 0 (z² may overflow: 0 · inf)
 
 
 def _gelu_tanh_grad2(z):
     t = jnp.tanh(_SQRT_2_OVER_PI * (z + _GELU_K * z**3))
     du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_K * z * z)
     d2u = 6 * _SQRT_2_OVER_PI * _GELU_K * z
-    return (1 - t * t) * du + 0.5 * z * (1 - t * t) * (d2u - 2 * t * du * du)  # (A6'')
+    sech2 = 1 - t * t
+    return jnp.where(sech2 > 0, sech2 * du + 0.5 * z * sech2 * (d2u - 2 * t * du * du), 0)  # (A6''); 0 where t = ±1
 
 
 def _softmax(z):

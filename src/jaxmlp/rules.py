@@ -17,7 +17,8 @@ where it happens. An entry passes against jax when it is within ``rtol_autodiff`
 its leaf over the samples (or 64 ε of the largest anywhere); a finite difference within ``rtol_fd`` of
 the largest reference value, or within the rounding noise 10 ε λ / h, λ the largest value of the output
 leaf the row differences (for an HVP, of the gradient's leaf), and at least 1: a large output elsewhere
-does not hide an error in a small one. ``precision="float32"`` gives the tolerances for a rule that computes in float32 (1e-5, 1e-4).
+does not hide an error in a small one. ``precision="float32"`` gives the tolerances for a rule that
+computes in float32 (1e-5, 1e-4).
 """
 
 from __future__ import annotations
