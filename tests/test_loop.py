@@ -15,7 +15,7 @@ import pytest
 from _training import ADAM, SEED, SGD, Interrupt, run
 from _trees import assert_trees_equal
 
-from jaxmlp import checkpoint, init_mlp, loop
+from jaxmlp import checkpoint, fit, init_mlp, loop, optim
 
 # --- the calls: epochs per call, cut at every checkpoint ------------------------------------------------
 
@@ -208,6 +208,21 @@ def test_resume_refuses_another_run_saying_what_differs(change, match, problem32
         run(params, x, y, optimizer=change.get("optimizer", ADAM), epochs=4, checkpoint_dir=tmp_path,
             checkpoint_every=2)
     assert f"clear {str(tmp_path)!r}" in str(caught.value)
+
+
+def test_resume_refuses_the_checkpoint_of_a_run_with_other_metrics(tmp_path):
+    """A ce run's checkpoint (loss and accuracy) resumed by an mse run (loss only): a ValueError saying so,
+    where the histories' merge raised KeyError('accuracy'); nothing is overwritten."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((32, 4)), jnp.float32)
+    labels = jnp.asarray(rng.integers(0, 3, 32), jnp.int32)
+    params = init_mlp(jax.random.key(0), [4, 8, 3])
+    kw = dict(optimizer=optim.sgd(0.1), checkpoint_dir=tmp_path, checkpoint_every=1)
+    fit(params, x, labels, loss="ce", epochs=2, **kw)
+    with pytest.raises(ValueError, match=r"holds the history of \['accuracy', 'loss'\], but this run reports "
+                                         r"\['loss'\]: it is the checkpoint of a run with another loss"):
+        fit(params, x, jax.nn.one_hot(labels, 3), loss="mse", epochs=4, **kw)
+    assert checkpoint.steps(tmp_path) == [1, 2]
 
 
 def test_resume_refuses_a_checkpoint_past_epochs(problem32, tmp_path):

@@ -259,6 +259,10 @@ def history(past: dict, chunks, start: int = 0) -> dict:
     """The metrics of epochs 1..E: ``past`` (from the checkpoint of epoch ``start``) followed by this call's
     ``chunks``, and ``"epoch"``, their 1-based numbers."""
     parts = ([past] if past else []) + list(chunks)
+    if past and chunks and set(past) != set(chunks[0]):
+        raise ValueError(f"the checkpoint resumed holds the history of {sorted(past)}, but this run reports "
+                         f"{sorted(chunks[0])}: it is the checkpoint of a run with another loss. To start this "
+                         f"run afresh, clear its checkpoint_dir (or pass another)")
     out = ({k: np.concatenate([np.asarray(c[k]) for c in parts]) for k in parts[0]} if parts
            else {"loss": np.zeros((0,))})
     first = start + 1 - (len(past["loss"]) if past else 0)
