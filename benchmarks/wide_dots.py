@@ -112,7 +112,7 @@ def b3_materialized_grads(params, x, y, loss: str = "ce"):
     from jaxmlp.types import Layer
 
     sigma, sigma_out, Y, cache = prepare(params, x, y, "relu", None, loss)
-    grads, delta = [None] * len(params), backprop._output_delta(cache, Y, sigma_out, loss, False)  # (B1)
+    grads, delta = [None] * len(params), backprop.output_delta(cache, Y, sigma_out, loss, False)  # (B1)
     for l in range(len(params), 0, -1):
         dW = jax.lax.optimization_barrier(delta.T) @ cache.a[l - 1]  # (B3), Δᵀ written out
         db = jnp.sum(delta, axis=0)  # (B4)

@@ -136,8 +136,8 @@ def small_gradcheck(monkeypatch):
 @pytest.mark.parametrize("broken", [False, True], ids=["intact", "output-delta-off-by-1%"])
 def test_gradcheck_fails_when_backward_is_broken(broken, small_gradcheck, monkeypatch, capsys):
     if broken:
-        correct = backprop._output_delta
-        monkeypatch.setattr(backprop, "_output_delta", lambda *args: 1.01 * correct(*args))
+        correct = backprop.output_delta
+        monkeypatch.setattr(backprop, "output_delta", lambda *args: 1.01 * correct(*args))
     code = cli.main(["gradcheck"])
     stdout = capsys.readouterr().out
     assert code == (1 if broken else 0)

@@ -57,14 +57,20 @@ from jaxmlp.mlp import loss_from_forward, prepare
 from jaxmlp.types import ForwardPass, Layer
 
 
-def _output_delta(fp: ForwardPass, Y, sigma_out, loss: str, per_example: bool):
-    """Δ[L] = ∂L/∂Z[L] (B1), with the 1/n of the mean written here and nowhere else."""
-    Z_L, A_L = fp.z[-1], fp.a[-1]
+def mean_count(A_L, loss: str, per_example: bool = False) -> int:
+    """n, what the loss averages over: B examples for CE, B·C entries otherwise (per example: 1, C)."""
     B, C = A_L.shape
     if loss == "ce":
-        n = 1 if per_example else B
+        return 1 if per_example else B
+    return C if per_example else B * C
+
+
+def output_delta(fp: ForwardPass, Y, sigma_out, loss: str, per_example: bool = False):
+    """Δ[L] = ∂L/∂Z[L] (B1), with the 1/n of the mean written here and nowhere else."""
+    Z_L, A_L = fp.z[-1], fp.a[-1]
+    n = mean_count(A_L, loss, per_example)
+    if loss == "ce":
         return (A_L - losses.one_hot_targets(Y, A_L)) / n  # (B1-ce)
-    n = C if per_example else B * C
     if loss == "bce":
         return (A_L - Y) / n  # (B1-bce)
     return (2.0 / n) * (A_L - Y) * sigma_out.grad(Z_L)  # (B1-mse)
@@ -81,7 +87,7 @@ def _deltas(params, fp: ForwardPass, Y, sigma, sigma_out, loss: str, per_example
     """Every Δ[l] = ∂L/∂Z[l], from the output back: ``(None, Δ[1], ..., Δ[L])``."""
     L = len(params)
     delta = [None] * (L + 1)
-    delta[L] = _output_delta(fp, Y, sigma_out, loss, per_example)  # (B1)
+    delta[L] = output_delta(fp, Y, sigma_out, loss, per_example)  # (B1)
     for l in range(L - 1, 0, -1):
         delta[l] = _delta_below(params, fp, delta[l + 1], l, sigma)  # (B2)
     return tuple(delta)
@@ -110,7 +116,7 @@ def grads_from_forward(params, fp: ForwardPass, Y, sigma, sigma_out, loss: str, 
     """
     L = len(params)
     grads = [None] * L
-    delta = _output_delta(fp, Y, sigma_out, loss, False)  # (B1): Δ[L]
+    delta = output_delta(fp, Y, sigma_out, loss, False)  # (B1): Δ[L]
     for l in range(L, 0, -1):
         W, b = params[l - 1]
         A_prev = fp.a[l - 1]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxmlp import checks, losses
+from jaxmlp import backprop, checks
 from jaxmlp.mlp import prepare
 from jaxmlp.types import Layer
 
@@ -72,17 +72,13 @@ def hvp(params, v, x, y, *, activation="relu", output_activation=None, loss="mse
             RA[l] = A[l] * (RZ[l] - jnp.sum(A[l] * RZ[l], axis=-1, keepdims=True))  # (H2), softmax
         else:
             RA[l] = sigma_out.grad(Z[l]) * RZ[l]  # (H2)
-    # Δ[L] (B1) and R{Δ[L]} (H3)
-    B, C = A[L].shape
+    # Δ[L] (B1), as backward computes it, and R{Δ[L]} (H3) with the same n
+    delta = backprop.output_delta(fp, Y, sigma_out, loss)  # (B1)
+    n = backprop.mean_count(A[L], loss)
     if loss == "mse":
         d2out = _needs_grad2(sigma_out, "output")
-        n = B * C
-        delta = (2.0 / n) * (A[L] - Y) * sigma_out.grad(Z[L])  # (B1-mse)
         R_delta = (2.0 / n) * (RA[L] * sigma_out.grad(Z[L]) + (A[L] - Y) * d2out(Z[L]) * RZ[L])  # (H3-mse)
     else:
-        n = B if loss == "ce" else B * C
-        target = losses.one_hot_targets(Y, A[L]) if loss == "ce" else Y
-        delta = (A[L] - target) / n  # (B1-bce), (B1-ce)
         R_delta = RA[L] / n  # (H3-ce)
     Hv = [None] * L
     for l in range(L, 0, -1):
