@@ -50,10 +50,7 @@ def _random_like(key, leaves, j):
 
 
 def _options(precision, rtol_autodiff, rtol_fd, h, samples):
-    if precision not in verify.PRECISIONS:
-        raise ValueError(f"precision must be one of {tuple(verify.PRECISIONS)}, got precision={precision!r}")
-    rtol_autodiff = verify.PRECISIONS[precision][0] if rtol_autodiff is None else rtol_autodiff
-    rtol_fd = verify.PRECISIONS[precision][1] if rtol_fd is None else rtol_fd
+    rtol_autodiff, rtol_fd = verify.tolerances(precision, rtol_autodiff, rtol_fd)
     verify.check_options(h, rtol_autodiff, rtol_fd, 2, 0, "allow")
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise ValueError(f"samples must be a positive int, got samples={samples!r}")

@@ -329,6 +329,14 @@ def _plan(sizes, checkable, fd_budget: int, seed: int):
 
 # ----------------------------------------------------------------------------------------- the check
 
+def tolerances(precision, rtol_autodiff, rtol_fd) -> tuple:
+    """``(rtol_autodiff, rtol_fd)``: the ``precision`` preset's, where not given."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got precision={precision!r}")
+    return (PRECISIONS[precision][0] if rtol_autodiff is None else rtol_autodiff,
+            PRECISIONS[precision][1] if rtol_fd is None else rtol_fd)
+
+
 def check_options(h, rtol_autodiff, rtol_fd, fd_budget, seed, kinks):
     """ValueError for a bad option of :func:`check` (and a warning for an h out of its useful range)."""
     for name, value in (("h", h), ("rtol_autodiff", rtol_autodiff), ("rtol_fd", rtol_fd)):
@@ -481,10 +489,7 @@ def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff:
     Returns:
       A :class:`~jaxmlp.report.GradientReport`.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got precision={precision!r}")
-    rtol_autodiff = PRECISIONS[precision][0] if rtol_autodiff is None else rtol_autodiff
-    rtol_fd = PRECISIONS[precision][1] if rtol_fd is None else rtol_fd
+    rtol_autodiff, rtol_fd = tolerances(precision, rtol_autodiff, rtol_fd)
     check_options(h, rtol_autodiff, rtol_fd, fd_budget, seed, kinks)
     with jax.enable_x64(True):
         params, args = to_float64((params, tuple(args)))
