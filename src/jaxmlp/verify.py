@@ -263,6 +263,11 @@ class _Problem:
         flat = np.asarray(flat)
         return [flat[o:o + n].reshape(s) for o, n, s in zip(self.offsets, self.sizes, self.shapes)]
 
+    def locate(self, index):
+        """``(leaf, coord)`` (int32 arrays) of the flat indices ``index`` of θ: which leaf, and where in it."""
+        leaf = (np.searchsorted(np.asarray(self.offsets), index, side="right") - 1).astype(np.int32)
+        return leaf, (index - np.asarray(self.offsets)[leaf]).astype(np.int32)
+
     def unflatten(self, flat):
         return jax.tree_util.tree_unflatten(self.layout[0], [jnp.asarray(a) for a in self.leaves_of(flat)])
 
@@ -426,6 +431,11 @@ def _tolerance(g_ad_leaves, wobble_leaves, rtol):
             for r, w in zip(g_ad_leaves, wobble_leaves)]
 
 
+def _loss_scale(f0, jitter) -> float:
+    """λ of (V4): |f(θ)|, at least 1, or f's measured rounding where f is a cancellation of large terms."""
+    return max(abs(float(f0)), 1.0, float(jitter) / _EPS)  # (V4)
+
+
 def smooth_directions(lam, c_h, c_h2, c_h4, h):
     """(V5) per direction, from the curvatures at h, h/2 and h/4 (host arrays); ``lam`` is λ of (V4)."""
     eta = lambda s: 10 * _EPS * lam / s  # (V4)
@@ -441,12 +451,10 @@ def converged(e_h, e_h2, e_h4):
 
 @dataclass
 class _Kinks:
-    """The judgement (V7)-(V8) of some coordinates: per entry, kink or not, inside P or not, and P's ends."""
+    """The judgement (V7)-(V8) of some coordinates: per entry, kink or not, and inside P or not."""
 
     kink: np.ndarray
     inside: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
     central: np.ndarray  # D at h, the finite-difference estimate reported for the entry
     evaluations: int
 
@@ -468,7 +476,7 @@ def _judge_kinks(pb: _Problem, flat, f0, lam, G, g, g_ad, scale, leaf, coord, h,
     tol = rtol_fd * np.maximum(scale, np.max(np.abs(points[:2]), axis=0)) + 2 * eta(h / 4)
     low, high = points.min(axis=0) - tol, points.max(axis=0) + tol
     inside = kink & (g >= low) & (g <= high)  # (V8)
-    return _Kinks(kink, inside, low, high, out[h][2], 6 * len(leaf))
+    return _Kinks(kink, inside, out[h][2], 6 * len(leaf))
 
 
 def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff: float | None = None,
@@ -497,7 +505,7 @@ def check(loss_fn, backward_fn, params, args, *, h: float = 1e-6, rtol_autodiff:
         value, grads, swapped = _returned(backward_fn(params, *args), pb.layout[0])
         problems, extra, given, g_flat = _aligned(pb, grads)
         f0, g_ad, wobble, jitter = pb.reference(pb.flat)
-        lam = max(abs(float(f0)), 1.0, float(jitter) / _EPS)  # λ of (V4)
+        lam = _loss_scale(f0, jitter)
         G = np.stack([g_flat, g_ad])  # NumPy on the host: an eager jnp op would compile a program per shape
         ad = _autodiff(pb, problems, g_flat, g_ad, wobble, rtol_autodiff)
         fd = _finite_differences(pb, problems, G, f0, lam, h, rtol_fd, fd_budget, seed)
@@ -560,8 +568,7 @@ def _kink_judgement(pb, backward_fn, ad, G, g_flat, g_ad, f0, lam, h, rtol_autod
               "off_kink": False, "too_many": len(E) > KINK_ENTRIES, "judged": {}}
     if len(E) == 0 or len(E) > KINK_ENTRIES:
         return result
-    leaf = np.searchsorted(np.asarray(pb.offsets), E, side="right").astype(np.int32) - 1
-    coord = (E - np.asarray(pb.offsets)[leaf]).astype(np.int32)
+    leaf, coord = pb.locate(E)
     scale = np.array([float(np.max(np.abs(r), initial=0.0)) for r in pb.leaves_of(g_ad)])[leaf]
     at = _judge_kinks(pb, pb.flat, f0, lam, G, g_flat[E], g_ad[E], scale, leaf, coord, h, rtol_fd)
     result.update(at_kink=E[at.kink], inside=E[at.inside], evaluations=at.evaluations,
@@ -581,7 +588,7 @@ def _kink_judgement(pb, backward_fn, ad, G, g_flat, g_ad, f0, lam, h, rtol_autod
     result["off_kink"] = True
     if not agrees.all():  # still disagreeing at θ': a kink that the data alone makes, or a wrong gradient
         rest = ~agrees
-        lam_off = max(abs(float(f0_off)), 1.0, float(jitter_off) / _EPS)
+        lam_off = _loss_scale(f0_off, jitter_off)
         G_off = np.stack([g_off, gad_off])
         again = _judge_kinks(pb, flat_off, f0_off, lam_off, G_off, g_off[inside][rest], gad_off[inside][rest],
                              scale[at.inside][rest], leaf[at.inside][rest], coord[at.inside][rest], h, rtol_fd)
@@ -601,8 +608,7 @@ def _fd_at_worst(pb, ad, judged, G, h):
             need.append(i)
     if need:
         need = np.asarray(need)
-        leaf = (np.searchsorted(np.asarray(pb.offsets), need, side="right") - 1).astype(np.int32)
-        coord = (need - np.asarray(pb.offsets)[leaf]).astype(np.int32)
+        leaf, coord = pb.locate(need)
         f_plus, f_minus, t_plus, t_minus, _, _ = pb.differences(pb.flat, G, leaf, coord, np.zeros_like(leaf), h)
         judged["judged"].update(zip(need.tolist(), (f_plus - f_minus) / (t_plus + t_minus)))
         judged["evaluations"] += 2 * len(need)
